@@ -1,0 +1,86 @@
+"""The application factory.
+
+``create_app`` builds and wires; it connects to nothing (``MongoClient(connect=False)``,
+the Slurm session is made on first use) and starts no thread, so it is safe under a
+forking server and in tests. Tests pass ``store=``/``slurm=`` doubles instead of
+monkeypatching modules.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, timezone
+from typing import Any, Mapping
+
+from flask import Flask
+from flask.json.provider import DefaultJSONProvider
+from flask_smorest import Api
+
+from .config import load_config, slurm_auth_from_config
+from .errors import register_error_handlers
+from .services import Services
+from .store import TaskStore
+
+logger = logging.getLogger(__name__)
+
+
+class JSONProvider(DefaultJSONProvider):
+    """ISO 8601 times (``2026-11-23T15:04:05.123Z``), not HTTP dates."""
+
+    sort_keys = False
+
+    @staticmethod
+    def default(o: Any):
+        if isinstance(o, datetime):
+            if o.tzinfo is None:
+                o = o.replace(tzinfo=timezone.utc)
+            return o.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if isinstance(o, date):
+            return o.isoformat()
+        return DefaultJSONProvider.default(o)
+
+
+def build_slurm_client(config: Mapping[str, Any]):
+    from .slurm.client import SlurmClient
+    from .slurm.transport import Transport
+
+    transport = Transport(config["SLURM_BASE_URL"], slurm_auth_from_config(config),
+                          connect_timeout=config["SLURM_CONNECT_TIMEOUT"],
+                          read_timeout=config["SLURM_READ_TIMEOUT"])
+    return SlurmClient(transport, config["SLURM_API_VERSION"])
+
+
+def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slurm=None,
+               environ: Mapping[str, str] | None = None) -> Flask:
+    config = load_config(environ, test_config)
+    app = Flask(__name__)
+    app.json_provider_class = JSONProvider
+    app.json = JSONProvider(app)
+    app.config.update(
+        MAX_CONTENT_LENGTH=config["SLURM_PROXY_MAX_BODY_BYTES"],
+        API_TITLE="slurm-proxy",
+        API_VERSION="1.0",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+    )
+    if store is None:
+        store = TaskStore.from_config(config)
+        if store.is_embedded:
+            logger.warning(
+                "*** MONGODB_URI is not set: using an embedded in-memory store. Task "
+                "records are NOT kept across restarts and are not shared between "
+                "processes. Set MONGODB_URI for real use. ***")
+    if slurm is None:
+        slurm = build_slurm_client(config)
+    app.extensions["slurm_proxy"] = Services(config=config, store=store, slurm=slurm)
+
+    api = Api(app)
+    from .blueprints import health, monitor, slurm as slurm_routes, submit
+
+    api.register_blueprint(submit.blp)
+    api.register_blueprint(monitor.blp)
+    api.register_blueprint(slurm_routes.blp)
+    app.register_blueprint(health.blp)
+    # After Api(), which registers its own HTTPException handler: ours wins.
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,51 @@
+"""What the blueprints share: a parser that answers 400 (the reference contract's code
+for a bad request, not webargs' 422) and reads a JSON body whatever its Content-Type,
+so ``wget --post-data`` and ``curl -d`` one-liners work without a header."""
+from __future__ import annotations
+
+import flask_smorest
+from marshmallow import Schema, fields
+from webargs import core
+from webargs.flaskparser import FlaskParser
+
+
+class JSONBodyParser(FlaskParser):
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req):
+        data = req.get_data(cache=True)
+        if not data:
+            return core.missing
+        return core.parse_json(data)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = JSONBodyParser()
+
+
+class ProxyErrorSchema(Schema):
+    code = fields.String(required=True)
+    status = fields.Integer(required=True)
+    message = fields.String(required=True)
+    errors = fields.Dict()
+
+
+ERROR_RESPONSES = {
+    400: "Invalid request; `errors` names each bad field.",
+    404: "No such task.",
+    409: "A task with this uuid exists already.",
+    413: "Request body too large.",
+    502: "slurmrestd refused the request; `errors.slurm_errors` says why.",
+    503: "slurmrestd or MongoDB not reachable; the message says which.",
+    504: "slurmrestd did not answer in time.",
+}
+
+
+def document_errors(blp: Blueprint, *codes: int):
+    """Declare the JSON error responses of a view in the OpenAPI document."""
+    def decorator(func):
+        for code in codes:
+            func = blp.alt_response(code, description=ERROR_RESPONSES[code],
+                                    schema=ProxyErrorSchema)(func)
+        return func
+    return decorator

@@ -1,0 +1,123 @@
+"""Configuration: defaults, then the environment, then ``test_config``; then checked.
+
+Every key the service reads is declared here once, with its type and default, and
+listed with a comment in ``.env.example``. Numbers from the environment become
+numbers here, not strings somewhere later.
+"""
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    default: Any
+    kind: Callable[[Any], Any] = str
+
+
+SETTINGS: dict[str, Setting] = {
+    # slurmrestd
+    "SLURM_BASE_URL": Setting("http://127.0.0.1:6820"),
+    "SLURM_API_VERSION": Setting("auto"),
+    "SLURM_USER_NAME": Setting("slurm"),
+    "SLURM_USER_TOKEN": Setting(""),
+    "SLURM_USER_TOKEN_FILE": Setting(""),
+    "SLURM_JWT_HS256_KEY_BASE64": Setting(""),
+    "SLURM_JWT_HS256_KEY_FILE": Setting(""),
+    "SLURM_JWT_LIFESPAN": Setting(600, int),
+    "SLURM_CONNECT_TIMEOUT": Setting(3.05, float),
+    "SLURM_READ_TIMEOUT": Setting(30.0, float),
+    # MongoDB
+    "MONGODB_URI": Setting(""),
+    "MONGODB_DB": Setting("slurm_proxy"),
+    "MONGODB_COLLECTION": Setting("tasks"),
+    "MONGODB_TIMEOUT_MS": Setting(5000, int),
+    # the service itself
+    "SLURM_PROXY_HOST": Setting("127.0.0.1"),
+    "SLURM_PROXY_PORT": Setting(5001, int),
+    "SLURM_PROXY_MAX_BODY_BYTES": Setting(1_048_576, int),
+    "SLURM_PROXY_LOG_LEVEL": Setting("INFO"),
+}
+
+
+def load_config(environ: Mapping[str, str] | None = None,
+                test_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Build the configuration; raise ConfigError naming every bad key."""
+    environ = os.environ if environ is None else environ
+    config: dict[str, Any] = {key: s.default for key, s in SETTINGS.items()}
+    problems: list[str] = []
+    for key, setting in SETTINGS.items():
+        if key in environ:
+            try:
+                config[key] = setting.kind(environ[key])
+            except ValueError:
+                problems.append(f"{key}={environ[key]!r} is not a valid {setting.kind.__name__}")
+    config.update(test_config or {})
+    if problems:
+        raise ConfigError("Invalid configuration: " + "; ".join(problems))
+    return config
+
+
+@dataclass(frozen=True)
+class SlurmAuth:
+    """How the service proves itself to slurmrestd; see app/slurm/transport.py."""
+
+    mode: str                 # "token" or "key"
+    user_name: str            # the service's own identity for read-only calls
+    token: str = ""
+    token_file: str = ""
+    key: bytes = b""
+    lifespan: int = 600
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"SlurmAuth(mode={self.mode!r}, user_name={self.user_name!r})"
+
+
+def slurm_auth_from_config(config: Mapping[str, Any]) -> SlurmAuth:
+    """Pick the auth mode; exactly one of a token or an HS256 key must be configured."""
+    token = config.get("SLURM_USER_TOKEN") or ""
+    token_file = config.get("SLURM_USER_TOKEN_FILE") or ""
+    key_b64 = config.get("SLURM_JWT_HS256_KEY_BASE64") or ""
+    key_file = config.get("SLURM_JWT_HS256_KEY_FILE") or ""
+    user = config.get("SLURM_USER_NAME") or "slurm"
+    has_token = bool(token or token_file)
+    has_key = bool(key_b64 or key_file)
+    if has_token and has_key:
+        raise ConfigError("Configure either SLURM_USER_TOKEN[_FILE] or "
+                          "SLURM_JWT_HS256_KEY_BASE64/_FILE, not both.")
+    if has_token:
+        if token_file and not os.access(token_file, os.R_OK):
+            raise ConfigError(f"SLURM_USER_TOKEN_FILE {token_file} is not readable.")
+        return SlurmAuth("token", user, token=token, token_file=token_file)
+    if has_key:
+        try:
+            if key_b64:
+                key = base64.b64decode(key_b64, validate=True)
+            else:
+                with open(key_file, "rb") as fh:
+                    key = fh.read()
+        except (OSError, ValueError) as exc:
+            which = "SLURM_JWT_HS256_KEY_BASE64" if key_b64 else "SLURM_JWT_HS256_KEY_FILE"
+            raise ConfigError(f"{which} could not be read: {exc.__class__.__name__}") from None
+        if len(key) < 16:
+            raise ConfigError("The HS256 key is shorter than 16 bytes.")
+        return SlurmAuth("key", user, key=key, lifespan=int(config["SLURM_JWT_LIFESPAN"]))
+    raise ConfigError(
+        "No slurmrestd credentials: set SLURM_USER_NAME with SLURM_USER_TOKEN or "
+        "SLURM_USER_TOKEN_FILE, or set SLURM_JWT_HS256_KEY_BASE64 or SLURM_JWT_HS256_KEY_FILE.")

@@ -1,0 +1,171 @@
+"""The error tree and the one JSON shape every error response takes.
+
+Every error body is ``{"code", "status", "message", "errors"}`` (flask-smorest's
+shape): ``code`` a short machine word, ``status`` the HTTP status, ``message`` a
+sentence for a person, ``errors`` details (field names for a bad request, slurmrestd's
+``errors[]`` for a rejected job).
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class SlurmProxyError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, errors=None):
+        super().__init__(message)
+        self.message = message
+        self.errors = errors if errors is not None else {}
+
+
+class InvalidRequest(SlurmProxyError):
+    status = 400
+    code = "invalid_request"
+
+
+class UnknownTask(InvalidRequest):
+    code = "unknown_task"
+
+
+class TaskNotFound(SlurmProxyError):
+    status = 404
+    code = "not_found"
+
+
+class DuplicateTask(SlurmProxyError):
+    status = 409
+    code = "duplicate_uuid"
+
+
+class StoreUnavailable(SlurmProxyError):
+    status = 503
+    code = "store_unavailable"
+
+
+class SlurmError(SlurmProxyError):
+    """Anything that went wrong talking to slurmrestd."""
+
+    status = 502
+    code = "slurm_error"
+
+
+class SlurmUnavailable(SlurmError):
+    """slurmrestd could not be reached (connection refused, DNS, TLS)."""
+
+    status = 503
+    code = "slurm_unavailable"
+
+
+class SlurmTimeout(SlurmError):
+    """slurmrestd did not answer in time; a request may or may not have taken effect."""
+
+    status = 504
+    code = "slurm_timeout"
+
+
+class SlurmAuthError(SlurmError):
+    """slurmrestd or slurmctld refused the service's credentials."""
+
+    status = 502
+    code = "slurm_auth_failed"
+
+
+class SlurmRejected(SlurmError):
+    """slurmrestd answered, and said no; ``errors`` carries its ``errors[]``."""
+
+    status = 502
+    code = "slurm_rejected"
+
+
+class SlurmJobNotFound(SlurmError):
+    status = 404
+    code = "slurm_job_not_found"
+
+
+class ConfigError(SlurmProxyError):
+    """Bad or missing configuration; raised at start-up only."""
+
+    code = "config"
+
+
+class NotificationError(SlurmProxyError):
+    """A notification could not be delivered; never reaches HTTP."""
+
+    code = "notification_failed"
+
+
+def flatten_messages(messages, prefix: str = "") -> dict[str, list[str]]:
+    """Turn marshmallow's nested messages into ``{"task.slurm.mem": [...]}``."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key == "_schema":
+                name = prefix or "body"
+            flat.update(flatten_messages(value, name))
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        flat.setdefault(prefix or "body", []).extend(messages)
+    elif isinstance(messages, list):
+        for item in messages:
+            flat.update(flatten_messages(item, prefix))
+    else:
+        flat.setdefault(prefix or "body", []).append(str(messages))
+    return flat
+
+
+def describe_fields(flat: dict[str, list[str]]) -> str:
+    parts = [f"{name}: {' '.join(msgs)}" for name, msgs in sorted(flat.items())]
+    return "Invalid request: " + "; ".join(parts)
+
+
+def error_response(status: int, code: str, message: str, errors=None):
+    body = {"code": code, "status": status, "message": message, "errors": errors or {}}
+    return jsonify(body), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(SlurmProxyError)
+    def _proxy_error(exc: SlurmProxyError):
+        if exc.status >= 500:
+            logger.warning("%s: %s", exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.errors)
+
+    @app.errorhandler(ValidationError)
+    def _validation_error(exc: ValidationError):
+        flat = flatten_messages(exc.messages)
+        return error_response(400, "invalid_request", describe_fields(flat), flat)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        data = getattr(exc, "data", None) or {}
+        messages = data.get("messages")
+        if messages:
+            # webargs (through flask-smorest) puts schema errors under the location.
+            if isinstance(messages, dict) and set(messages) <= {"json", "query", "path", "form"}:
+                messages = {k: v for loc in messages.values() for k, v in loc.items()} \
+                    if all(isinstance(v, dict) for v in messages.values()) else messages
+            flat = flatten_messages(messages)
+            return error_response(status, "invalid_request", describe_fields(flat), flat)
+        code = {
+            400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+            413: "body_too_large", 415: "unsupported_media_type",
+        }.get(status, "http_error")
+        message = exc.description or exc.name
+        if status == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = f"Request body is larger than the limit of {limit} bytes."
+        return error_response(status, code, message)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        logger.exception("unhandled error")
+        return error_response(500, "internal", "Internal error; it has been logged.")

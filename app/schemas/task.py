@@ -1,0 +1,116 @@
+"""The task of the reference README: ``POST /submit`` body and its parts.
+
+Decisions (DESIGN.md §2): ``slurm.time`` is minutes or a Slurm time string;
+``slurm.mem`` is MB per node; ``slurm.nodes`` is a node count; ``environment`` is
+``"K=V"``, a list of them, or an object. Unknown keys are refused, naming the key.
+"""
+from __future__ import annotations
+
+import re
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from ..constants import TASK_METADATA
+from .fields import (AbsolutePath, Environment, FileName, SlurmTime, TaskUUID, Text,
+                     strict_int)
+from .notification import NotificationSchema
+
+USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+PARTITION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class SlurmSchema(Schema):
+    cpus_per_task = strict_int(1, 4096)
+    error = FileName()
+    output = FileName()
+    job_name = Text(max_length=200)
+    mem = strict_int(1, 64 * 1024 * 1024)
+    nodes = strict_int(1, 100_000)
+    ntasks_per_node = strict_int(1, 4096)
+    partition = Text(validate=validate.Regexp(PARTITION, error="Not a valid partition name."))
+    time = SlurmTime()
+    environment = Environment()
+
+
+class DirsSchema(Schema):
+    parent = AbsolutePath()
+    error = AbsolutePath()
+    input = AbsolutePath()
+    output = AbsolutePath()
+
+
+_username = dict(validate=validate.Regexp(USERNAME, error="Not a valid user name."))
+
+
+class TaskSchema(Schema):
+    """A task for ``POST /submit``."""
+
+    name = fields.String(required=True, validate=validate.OneOf(
+        tuple(TASK_METADATA), error="Unknown task name {input!r}; known: {choices}."))
+    username = Text(required=True, **_username)
+    cwd = AbsolutePath(required=True)
+    uuid = TaskUUID(required=True)
+    slurm = fields.Nested(SlurmSchema, required=True)
+    dirs = fields.Nested(DirsSchema, required=True)
+    cmd = Text(validate=validate.Length(min=1))
+    params = fields.List(Text(), validate=validate.Length(max=256))
+    notification = fields.Nested(NotificationSchema)
+
+    @validates_schema
+    def _check_task_type(self, data, **kwargs):
+        entry = TASK_METADATA.get(data.get("name"))
+        if entry is not None and entry["requires_cmd"] and not data.get("cmd"):
+            raise ValidationError(
+                f"Task name {data['name']!r} runs the request's own command: set task.cmd.",
+                field_name="cmd")
+
+    @validates_schema
+    def _check_dirs(self, data, **kwargs):
+        dirs = data.get("dirs")
+        if dirs is None:
+            return
+        missing = [k for k in ("output", "error") if k not in dirs]
+        if missing:
+            raise ValidationError({"dirs": {k: ["Missing data for required field."]
+                                            for k in missing}})
+
+
+class SubmitSchema(Schema):
+    task = fields.Nested(TaskSchema, required=True)
+
+
+class MonitorTaskSchema(TaskSchema):
+    """A task registered after the fact: only ``uuid`` and ``username`` are required."""
+
+    name = fields.String(validate=validate.OneOf(
+        tuple(TASK_METADATA), error="Unknown task name {input!r}; known: {choices}."))
+    cwd = AbsolutePath()
+    slurm = fields.Nested(SlurmSchema)
+    dirs = fields.Nested(DirsSchema)
+
+    @validates_schema
+    def _check_task_type(self, data, **kwargs):
+        """A job submitted elsewhere has its own command; nothing to require."""
+
+    @validates_schema
+    def _check_dirs(self, data, **kwargs):
+        """Optional here."""
+
+
+SLURM_JOB_STATES = (
+    "PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "COMPLETED", "FAILED",
+    "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
+    "OUT_OF_MEMORY", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "REVOKED",
+    "SIGNALING", "SPECIAL_EXIT", "STAGE_OUT", "STOPPED",
+)
+
+
+class MonitorBodySchema(Schema):
+    task = fields.Nested(MonitorTaskSchema, required=True)
+    slurm_job_id = strict_int(1, 2**32 - 1, required=True)
+    slurm_job_state = fields.String(validate=validate.OneOf(
+        SLURM_JOB_STATES, error="Not a Slurm job state; use one of: {choices}."))
+
+
+class MonitorSchema(Schema):
+    monitor = fields.Nested(MonitorBodySchema, required=True)

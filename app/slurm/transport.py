@@ -1,0 +1,158 @@
+"""HTTP to slurmrestd: one session per process, timeouts, retries, JWT headers.
+
+Retries follow urllib3's defaults on purpose: connection errors (nothing reached
+slurmrestd) are retried for every method; read errors and 502/503/504 only for
+idempotent ones. So ``POST /job/submit`` is never sent twice once it may have
+arrived. Exceptions leave this module as ``SlurmError`` subclasses only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from ..config import SlurmAuth
+from ..errors import SlurmAuthError, SlurmTimeout, SlurmUnavailable
+
+logger = logging.getLogger(__name__)
+
+RETRY = dict(total=3, connect=3, read=2, status=2, backoff_factor=0.25,
+             status_forcelist=(502, 503, 504), raise_on_status=False)
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any            # parsed JSON, or the text when slurmrestd did not send JSON
+
+    @property
+    def json(self) -> dict:
+        return self.body if isinstance(self.body, dict) else {}
+
+
+class TokenSource:
+    """Produces the ``X-SLURM-USER-*`` headers for a given user.
+
+    mode "token": one token for root/SlurmUser, which may act as anyone through
+    ``X-SLURM-USER-NAME``; a token file is re-read when it changes (rotation).
+    mode "key": the cluster's HS256 key mints a short-lived token per user.
+    """
+
+    def __init__(self, auth: SlurmAuth):
+        self.auth = auth
+        self._lock = threading.Lock()
+        self._minted: dict[str, tuple[str, float]] = {}
+        self._file_token: tuple[float, str] | None = None
+
+    def headers(self, user: str | None) -> dict[str, str]:
+        user = user or self.auth.user_name
+        return {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": self._token(user)}
+
+    def _token(self, user: str) -> str:
+        if self.auth.mode == "key":
+            return self._mint(user)
+        if self.auth.token_file:
+            return self._read_file()
+        return self.auth.token
+
+    def _read_file(self) -> str:
+        path = self.auth.token_file
+        try:
+            mtime = os.stat(path).st_mtime
+            cached = self._file_token
+            if cached is None or cached[0] != mtime:
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read().strip()
+                if text.startswith("SLURM_JWT="):
+                    text = text.partition("=")[2]
+                self._file_token = (mtime, text)
+            return self._file_token[1]
+        except OSError as exc:
+            raise SlurmAuthError(f"The slurmrestd token file could not be read "
+                                 f"({exc.__class__.__name__}).") from None
+
+    def _mint(self, user: str) -> str:
+        now = time.time()
+        with self._lock:
+            cached = self._minted.get(user)
+            if cached and cached[1] - now > min(60, self.auth.lifespan / 2):
+                return cached[0]
+            exp = int(now) + self.auth.lifespan
+            token = jwt.encode({"sun": user, "iat": int(now), "exp": exp},
+                               self.auth.key, algorithm="HS256")
+            self._minted[user] = (token, exp)
+            return token
+
+
+class Transport:
+    def __init__(self, base_url: str, auth: SlurmAuth, *, connect_timeout: float = 3.05,
+                 read_timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self.tokens = TokenSource(auth)
+        self.timeout = (connect_timeout, read_timeout)
+        self._session: requests.Session | None = None
+        self._pid = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> requests.Session:
+        # Created lazily, and again after a fork (gunicorn workers): never shared.
+        if self._session is None or self._pid != os.getpid():
+            with self._lock:
+                if self._session is None or self._pid != os.getpid():
+                    session = requests.Session()
+                    adapter = HTTPAdapter(max_retries=Retry(**RETRY), pool_maxsize=32)
+                    session.mount("http://", adapter)
+                    session.mount("https://", adapter)
+                    self._session, self._pid = session, os.getpid()
+        return self._session
+
+    def request(self, method: str, path: str, *, user: str | None = None,
+                json: Any = None, params: dict | None = None) -> Response:
+        url = self.base_url + path
+        headers = self.tokens.headers(user)
+        started = time.monotonic()
+        try:
+            resp = self.session.request(method, url, json=json, params=params,
+                                        headers=headers, timeout=self.timeout)
+        except requests.exceptions.ConnectTimeout:
+            raise SlurmUnavailable(f"slurmrestd at {self.base_url} did not accept a "
+                                   f"connection within {self.timeout[0]} s.") from None
+        except requests.exceptions.ReadTimeout:
+            raise SlurmTimeout(f"slurmrestd at {self.base_url} did not answer "
+                               f"{method} {path} within {self.timeout[1]} s.") from None
+        except requests.exceptions.ConnectionError as exc:
+            if _never_connected(exc):
+                raise SlurmUnavailable(f"slurmrestd at {self.base_url} is not reachable "
+                                       f"(connection refused or no route).") from None
+            raise SlurmTimeout(f"The connection to slurmrestd at {self.base_url} broke "
+                               f"during {method} {path}.") from None
+        except requests.exceptions.RequestException as exc:
+            raise SlurmUnavailable(f"Request to slurmrestd failed: "
+                                   f"{exc.__class__.__name__}.") from None
+        elapsed_ms = (time.monotonic() - started) * 1000
+        logger.debug("slurmrestd %s %s -> %s in %.1f ms", method, path, resp.status_code, elapsed_ms)
+        ctype = resp.headers.get("Content-Type", "")
+        if "json" in ctype:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = resp.text
+        else:
+            body = resp.text
+        return Response(resp.status_code, body)
+
+
+def _never_connected(exc: Exception) -> bool:
+    """True when the error happened before any byte of the request was sent."""
+    text = repr(exc)
+    return any(marker in text for marker in (
+        "NewConnectionError", "NameResolutionError", "Failed to establish", "Connection refused"))

@@ -1,0 +1,127 @@
+"""``TaskStore``: the only module that touches pymongo.
+
+One document per task, keyed by ``task.uuid`` (unique index, so two racing submits of
+the same uuid cannot both get in) and indexed by ``slurm_job_id``. pymongo errors
+leave as ``StoreUnavailable``/``DuplicateTask``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import pymongo
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from .errors import DuplicateTask, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    # BSON keeps milliseconds; trimming here keeps what we return equal to what we store.
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class TaskStore:
+    def __init__(self, collection, *, serialize: bool = False):
+        """``serialize``: take a lock around every operation (mongomock is not thread-safe)."""
+        self.collection = collection
+        self._lock = threading.RLock() if serialize else None
+        self._indexed = False
+
+    @classmethod
+    def from_config(cls, config) -> "TaskStore":
+        uri = config.get("MONGODB_URI")
+        if uri:
+            client = pymongo.MongoClient(uri, connect=False, tz_aware=True,
+                                         serverSelectionTimeoutMS=config["MONGODB_TIMEOUT_MS"],
+                                         connectTimeoutMS=config["MONGODB_TIMEOUT_MS"],
+                                         socketTimeoutMS=max(10_000, config["MONGODB_TIMEOUT_MS"]))
+            return cls(client[config["MONGODB_DB"]][config["MONGODB_COLLECTION"]])
+        return cls.in_memory(config.get("MONGODB_DB", "slurm_proxy"),
+                             config.get("MONGODB_COLLECTION", "tasks"))
+
+    @classmethod
+    def in_memory(cls, db: str = "slurm_proxy", collection: str = "tasks") -> "TaskStore":
+        import mongomock  # only the embedded default and tests need it
+
+        client = mongomock.MongoClient(tz_aware=True)
+        return cls(client[db][collection], serialize=True)
+
+    @property
+    def is_embedded(self) -> bool:
+        return self._lock is not None
+
+    @contextlib.contextmanager
+    def _op(self, what: str) -> Iterator[None]:
+        lock = self._lock or contextlib.nullcontext()
+        try:
+            with lock:
+                if not self._indexed:
+                    self._ensure_indexes()
+                yield
+        except DuplicateKeyError:
+            raise
+        except PyMongoError as exc:
+            raise StoreUnavailable(
+                f"MongoDB is not available ({exc.__class__.__name__}) while trying to "
+                f"{what}.") from None
+
+    def _ensure_indexes(self) -> None:
+        self.collection.create_index([("task.uuid", pymongo.ASCENDING)], unique=True,
+                                     name="task_uuid_unique")
+        self.collection.create_index([("slurm_job_id", pymongo.ASCENDING)], name="slurm_job_id")
+        self.collection.create_index([("slurm_job_state", pymongo.ASCENDING)],
+                                     name="slurm_job_state")
+        self._indexed = True
+
+    def ping(self) -> None:
+        with self._op("ping"):
+            self.collection.database.command("ping")
+
+    # -- writes --------------------------------------------------------------------
+    def insert(self, record: dict[str, Any]) -> None:
+        doc = dict(record)
+        try:
+            with self._op("save the task"):
+                self.collection.insert_one(doc)
+        except DuplicateKeyError:
+            raise DuplicateTask(
+                f"A task with uuid {record['task']['uuid']} already exists; "
+                f"use a new uuid (nothing was submitted).") from None
+
+    def update_state(self, uuid: str, *, state: str, expected: str | None = None,
+                     fields: dict[str, Any] | None = None, note: str | None = None) -> bool:
+        """Set the state (and other fields), appending a history entry.
+
+        With ``expected``, only if the stored state still is ``expected``
+        (compare-and-set); returns whether the document changed.
+        """
+        now = utcnow()
+        entry = {"state": state, "at": now}
+        if note:
+            entry["note"] = note
+        query: dict[str, Any] = {"task.uuid": uuid}
+        if expected is not None:
+            query["slurm_job_state"] = expected
+        update = {"$set": {"slurm_job_state": state, "updated_at": now, **(fields or {})},
+                  "$push": {"history": entry}}
+        with self._op("update the task"):
+            result = self.collection.update_one(query, update)
+        return result.modified_count == 1
+
+    # -- reads ---------------------------------------------------------------------
+    def get(self, uuid: str) -> dict[str, Any] | None:
+        with self._op("read the task"):
+            return self.collection.find_one({"task.uuid": uuid}, {"_id": False})
+
+    def get_by_job_id(self, job_id: int) -> dict[str, Any] | None:
+        """The newest task for a Slurm job id (ids repeat if a cluster is rebuilt)."""
+        with self._op("read the task"):
+            docs = list(self.collection.find({"slurm_job_id": job_id}, {"_id": False})
+                        .sort("created_at", pymongo.DESCENDING).limit(1))
+        return docs[0] if docs else None

@@ -1,0 +1,161 @@
+"""What the endpoints do: submit a task, register a job submitted elsewhere, look up.
+
+The submit path never loses anything: the record is saved as SUBMITTING *before*
+slurmrestd is called (so a duplicate uuid never reaches Slurm, and a crash leaves a
+record), then it becomes PENDING with the job id, or SUBMIT_FAILED with Slurm's
+reason, or SUBMIT_UNKNOWN when the submit timed out and the job may exist (its
+comment carries the uuid, so it can be found).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Mapping
+
+from . import constants
+from .batch import build_submission, output_paths
+from .errors import (InvalidRequest, SlurmError, SlurmJobNotFound, SlurmProxyError,
+                     SlurmTimeout, StoreUnavailable, TaskNotFound)
+from .schemas.fields import canonical_uuid
+from .services import Services
+from .store import utcnow
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_NOTIFICATION_PARAMS = {"email": ("recipient",), "gmail": ("recipient",),
+                                "webhook": ("url",)}
+
+
+def plan_task(task: Mapping[str, Any]) -> dict[str, Any]:
+    """The registry entry with the request merged over it, checked for completeness."""
+    plan = constants.resolve_task(task)
+    if not plan.get("cmd"):
+        raise InvalidRequest("task.cmd: the task has no command to run.",
+                             errors={"task.cmd": ["Missing data for required field."]})
+    missing = {
+        f"task.notification.params.{method}.{key}": ["Missing data for required field."]
+        for method in plan["notification"]["methods"]
+        for key in REQUIRED_NOTIFICATION_PARAMS.get(method, ())
+        if not plan["notification"]["params"].get(method, {}).get(key)
+    }
+    if missing:
+        raise InvalidRequest("Invalid request: " + "; ".join(
+            f"{k}: Missing data for required field." for k in sorted(missing)), errors=missing)
+    return plan
+
+
+def new_record(task: dict[str, Any], *, state: str, source: str,
+               job_id: int | None = None) -> dict[str, Any]:
+    now = utcnow()
+    record = {
+        "task": task,
+        "slurm_job_id": job_id,
+        "slurm_job_state": state,
+        "source": source,
+        "created_at": now,
+        "updated_at": now,
+        "history": [{"state": state, "at": now}],
+        "error": None,
+    }
+    if "dirs" in task and "slurm" in task and "output" in task["slurm"]:
+        stdout, stderr = output_paths(task)
+        record["outputs"] = {"stdout": stdout, "stderr": stderr}
+    return record
+
+
+def submit_task(services: Services, task: Mapping[str, Any]) -> dict[str, Any]:
+    plan = plan_task(task)
+    submission = build_submission(plan)
+    uuid, user = plan["uuid"], plan["username"]
+    services.store.insert(new_record(plan, state=constants.SUBMITTING, source="submit"))
+    started = time.monotonic()
+    try:
+        job_id = services.slurm.submit(submission, user=user)
+    except SlurmError as exc:
+        state = constants.SUBMIT_UNKNOWN if isinstance(exc, SlurmTimeout) else constants.SUBMIT_FAILED
+        _record_failure(services, uuid, state, exc)
+        logger.warning("submit failed task_uuid=%s slurm_job_id=- state=%s: %s",
+                       uuid, state, exc.message)
+        exc.message = (f"{exc.message} The task was recorded as {state} under uuid {uuid}"
+                       + (" and will be reconciled if the job turns up."
+                          if state == constants.SUBMIT_UNKNOWN else "; nothing was queued."))
+        raise
+    fields = {"slurm_job_id": job_id, "slurm_api_version": services.slurm.api_version}
+    _save_submitted(services, uuid, job_id, fields)
+    logger.info("submitted task_uuid=%s slurm_job_id=%s user=%s in %.1f ms",
+                uuid, job_id, user, (time.monotonic() - started) * 1000)
+    return {"uuid": uuid, "slurm_job_id": job_id, "slurm_job_state": "PENDING",
+            "name": plan["name"], "username": user,
+            "links": {"monitor": f"/monitor/task_uuid/{uuid}"}}
+
+
+def _save_submitted(services: Services, uuid: str, job_id: int, fields: dict) -> None:
+    """Record the job id; Slurm has the job now, so try hard and never answer an error."""
+    for attempt in range(3):
+        try:
+            services.store.update_state(uuid, state="PENDING", expected=constants.SUBMITTING,
+                                        fields=fields)
+            return
+        except StoreUnavailable:
+            time.sleep(0.2 * (attempt + 1))
+    logger.error("task_uuid=%s slurm_job_id=%s queued in Slurm but the record still says "
+                 "SUBMITTING: MongoDB unavailable; the job's comment carries the uuid",
+                 uuid, job_id)
+
+
+def _record_failure(services: Services, uuid: str, state: str, exc: SlurmProxyError) -> None:
+    error = {"code": exc.code, "message": exc.message}
+    if exc.errors.get("slurm_errors"):
+        error["slurm_errors"] = exc.errors["slurm_errors"]
+    try:
+        services.store.update_state(uuid, state=state, expected=constants.SUBMITTING,
+                                    fields={"error": error})
+    except StoreUnavailable:
+        logger.error("task_uuid=%s could not record %s: MongoDB unavailable", uuid, state)
+
+
+def register_monitor(services: Services, monitor: Mapping[str, Any]) -> dict[str, Any]:
+    task = dict(monitor["task"])
+    state = monitor.get("slurm_job_state") or "PENDING"
+    record = new_record(task, state=state, source="monitor", job_id=monitor["slurm_job_id"])
+    services.store.insert(record)
+    logger.info("monitoring task_uuid=%s slurm_job_id=%s state=%s",
+                task["uuid"], monitor["slurm_job_id"], state)
+    record.pop("_id", None)
+    return record
+
+
+def lookup_by_uuid(services: Services, uuid: str) -> dict[str, Any]:
+    try:
+        uuid = canonical_uuid(uuid)
+    except Exception:  # noqa: BLE001 - marshmallow ValidationError; same answer
+        raise TaskNotFound(f"No task with uuid {uuid!r:.80} (not a UUID).") from None
+    record = services.store.get(uuid)
+    if record is None:
+        raise TaskNotFound(f"No task with uuid {uuid}.")
+    return with_live_state(services, record)
+
+
+def lookup_by_job_id(services: Services, job_id: int) -> dict[str, Any]:
+    record = services.store.get_by_job_id(job_id)
+    if record is None:
+        raise TaskNotFound(f"No task record for Slurm job {job_id}.")
+    return with_live_state(services, record)
+
+
+def with_live_state(services: Services, record: dict[str, Any]) -> dict[str, Any]:
+    job_id = record.get("slurm_job_id")
+    if job_id is None:
+        return {"monitor": record, "slurm": None, "slurm_error": {
+            "code": "no_job", "message": f"The task has no Slurm job ({record['slurm_job_state']})."}}
+    try:
+        job = services.slurm.get_job(job_id)
+    except SlurmJobNotFound:
+        return {"monitor": record, "slurm": None, "slurm_error": {
+            "code": "slurm_job_not_found",
+            "message": f"slurmctld no longer knows job {job_id} (purged after MinJobAge); "
+                       f"the stored record is the last word."}}
+    except SlurmError as exc:
+        return {"monitor": record, "slurm": None,
+                "slurm_error": {"code": exc.code, "message": exc.message}}
+    return {"monitor": record, "slurm": job.to_dict()}

@@ -90,6 +90,11 @@ class SlurmJobNotFound(SlurmError):
     code = "slurm_job_not_found"
 
 
+class SlurmJobFinished(SlurmError):
+    status = 409
+    code = "slurm_job_finished"
+
+
 class ConfigError(SlurmProxyError):
     """Bad or missing configuration; raised at start-up only."""
 
@@ -151,8 +156,10 @@ def register_error_handlers(app: Flask) -> None:
         if messages:
             # webargs (through flask-smorest) puts schema errors under the location.
             if isinstance(messages, dict) and set(messages) <= {"json", "query", "path", "form"}:
-                messages = {k: v for loc in messages.values() for k, v in loc.items()} \
-                    if all(isinstance(v, dict) for v in messages.values()) else messages
+                unwrapped: dict = {}
+                for loc in messages.values():
+                    unwrapped.update(loc if isinstance(loc, dict) else {"body": loc})
+                messages = unwrapped
             flat = flatten_messages(messages)
             return error_response(status, "invalid_request", describe_fields(flat), flat)
         code = {

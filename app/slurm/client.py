@@ -13,8 +13,8 @@ import threading
 from typing import Any
 
 from ..batch import JobSubmission
-from ..errors import (ConfigError, SlurmAuthError, SlurmError, SlurmJobNotFound,
-                      SlurmRejected, SlurmUnavailable)
+from ..errors import (ConfigError, SlurmAuthError, SlurmError, SlurmJobFinished,
+                      SlurmJobNotFound, SlurmRejected, SlurmUnavailable)
 from .transport import Response, Transport
 from .versions import ADAPTERS, Adapter, JobInfo, version_key
 
@@ -26,6 +26,7 @@ _VERSION_IN_PATH = re.compile(r"^/slurm/v(\d+\.\d+\.\d+)/")
 AUTH_ERRORS = {1007: "Protocol authentication error",
                5005: "slurmrestd could not talk to slurmctld with the given token"}
 JOB_NOT_FOUND = 2017
+JOB_ALREADY_FINISHED = 2021
 
 
 def slurm_errors(body: Any) -> list[dict[str, Any]]:
@@ -39,6 +40,12 @@ def slurm_errors(body: Any) -> list[dict[str, Any]]:
         code = item.get("error_number", item.get("error_code"))
         out.append({"code": code, "error": item.get("error") or "",
                     "description": item.get("description") or ""})
+    # v0.0.42+ DELETE: per-job results in status[], still with HTTP 200.
+    for item in body.get("status") or []:
+        err = item.get("error") if isinstance(item, dict) else None
+        if isinstance(err, dict) and err.get("code"):
+            out.append({"code": err["code"], "error": err.get("string") or "",
+                        "description": err.get("message") or ""})
     return out
 
 
@@ -154,8 +161,17 @@ class SlurmClient:
                 f"Authentication to slurmrestd failed on {what} (HTTP {resp.status}): check "
                 f"the service's token or HS256 key and that the user exists on the cluster.",
                 errors={"slurm_errors": errors})
+        if JOB_ALREADY_FINISHED in codes:
+            raise SlurmJobFinished(f"Slurm says {what}: the job has already finished.",
+                                   errors={"slurm_errors": errors})
         if JOB_NOT_FOUND in codes or (resp.status == 404 and what.startswith("job")):
             raise SlurmJobNotFound(f"Slurm does not know {what}.", errors={"slurm_errors": errors})
+        if resp.status == 500 and errors and all(e["code"] in (-1, None) for e in errors):
+            # Slurm 22.05 answers a token slurmctld refuses with an unspecified error.
+            raise SlurmError(
+                f"slurmrestd could not complete {what}: {describe(errors)}. On Slurm 22.05 "
+                f"this is also how an invalid or expired token shows: check the service's "
+                f"credentials.", errors={"slurm_errors": errors})
         if errors:
             raise SlurmRejected(f"slurmrestd refused {what}: {describe(errors)}",
                                 errors={"slurm_errors": errors})

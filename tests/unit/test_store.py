@@ -1,0 +1,80 @@
+"""TaskStore on mongomock, and on a real MongoDB when MONGODB_URI names one."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app import create_app
+from app.errors import DuplicateTask, StoreUnavailable
+from app.store import TaskStore
+from app.tasks import new_record
+from tests.conftest import FakeSlurmClient, hello_task
+
+
+def record(uuid=None, state="PENDING", job_id=None):
+    task = hello_task()
+    if uuid:
+        task["uuid"] = uuid
+    return new_record(task, state=state, source="submit", job_id=job_id)
+
+
+def test_insert_and_get(store):
+    rec = record(job_id=5)
+    store.insert(rec)
+    got = store.get(rec["task"]["uuid"])
+    assert got["task"] == rec["task"] and "_id" not in got
+    assert got["created_at"] == rec["created_at"]
+
+
+def test_uuid_is_unique(store):
+    rec = record()
+    store.insert(rec)
+    with pytest.raises(DuplicateTask):
+        store.insert(record(uuid=rec["task"]["uuid"]))
+
+
+def test_compare_and_set(store):
+    rec = record(state="PENDING")
+    uuid = rec["task"]["uuid"]
+    store.insert(rec)
+    assert store.update_state(uuid, state="RUNNING", expected="PENDING") is True
+    # A second writer that still believes PENDING changes nothing.
+    assert store.update_state(uuid, state="RUNNING", expected="PENDING") is False
+    assert store.update_state(uuid, state="COMPLETED", expected="RUNNING",
+                              fields={"exit_code": 0}) is True
+    got = store.get(uuid)
+    assert got["slurm_job_state"] == "COMPLETED" and got["exit_code"] == 0
+    assert [h["state"] for h in got["history"]] == ["PENDING", "RUNNING", "COMPLETED"]
+
+
+def test_get_by_job_id_returns_the_newest(store):
+    old = record(job_id=42)
+    store.insert(old)
+    time.sleep(0.005)
+    new = record(job_id=42)
+    store.insert(new)
+    assert store.get_by_job_id(42)["task"]["uuid"] == new["task"]["uuid"]
+    assert store.get_by_job_id(43) is None
+
+
+def test_indexes(store):
+    store.get("x")
+    names = {ix["name"]: ix for ix in store.collection.list_indexes()}
+    assert names["task_uuid_unique"]["unique"] is True
+    assert "slurm_job_id" in names
+
+
+def test_mongodb_down_is_503_and_nothing_reaches_slurm():
+    import pymongo
+    collection = pymongo.MongoClient("mongodb://127.0.0.1:9", connect=False,
+                                     serverSelectionTimeoutMS=200)["db"]["tasks"]
+    slurm = FakeSlurmClient()
+    app = create_app({}, store=TaskStore(collection), slurm=slurm, environ={})
+    resp = app.test_client().post("/submit", json={"task": hello_task()})
+    assert resp.status_code == 503
+    body = resp.get_json()
+    assert body["code"] == "store_unavailable" and "MongoDB" in body["message"]
+    assert slurm.submitted == []
+    with pytest.raises(StoreUnavailable):
+        TaskStore(collection).get("x")

@@ -1,0 +1,133 @@
+"""Submit and monitor against the real local Slurm: jobs run as their owner."""
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import socket
+import subprocess
+
+import bson
+
+from app import create_app
+from app.store import TaskStore
+from tests.integration.conftest import (PARTITION, TEST_USER, slurm_config, task_in,
+                                        wait_for_final)
+
+
+def test_hello_world_runs_as_the_user_and_writes_its_output(live_client, live_app, workdir):
+    task = task_in(workdir)
+    resp = live_client.post("/submit/", json={"task": task})
+    assert resp.status_code == 200, resp.get_json()
+    job_id = resp.get_json()["slurm_job_id"]
+    body = wait_for_final(live_client, task["uuid"])
+    assert body["monitor"]["slurm_job_state"] == "COMPLETED"
+    assert body["monitor"]["exit_code"] == 0
+    assert body["slurm"]["user_name"] == TEST_USER
+    out = f"{workdir}/slurm-proxy-test/output/slurm-proxy-test.generic.output.txt"
+    text = open(out).read()
+    assert re.fullmatch(rf"hello, world! \(sent job {job_id} to {TEST_USER} at .+\)\n", text), text
+    uid = pwd.getpwnam(TEST_USER).pw_uid
+    assert os.stat(out).st_uid == uid
+    assert os.stat(f"{workdir}/slurm-proxy-test/input").st_uid == uid
+    assert os.path.getsize(f"{workdir}/slurm-proxy-test/error/slurm-proxy-test.generic.error.txt") == 0
+    # The stored record stays small (the reference averaged 38 kB).
+    store = live_app.extensions["slurm_proxy"].store
+    raw = store.collection.find_one({"task.uuid": task["uuid"]})
+    assert len(bson.encode(raw)) <= 4096
+
+
+def test_exit_3_is_stored_as_failed_with_exit_code_3(live_client, workdir):
+    task = task_in(workdir, cmd="exit", params=["3"])
+    assert live_client.post("/submit", json={"task": task}).status_code == 200
+    body = wait_for_final(live_client, task["uuid"])
+    assert body["monitor"]["slurm_job_state"] == "FAILED"
+    assert body["monitor"]["exit_code"] == 3
+    assert body["slurm"]["exit_code"] == 3
+
+
+def test_duplicate_uuid_is_409(live_client, workdir):
+    task = task_in(workdir)
+    assert live_client.post("/submit", json={"task": task}).status_code == 200
+    resp = live_client.post("/submit", json={"task": task})
+    assert resp.status_code == 409
+
+
+def test_unknown_partition_is_502_with_slurms_reason(live_client, workdir):
+    task = task_in(workdir)
+    task["slurm"]["partition"] = "no-such-partition"
+    resp = live_client.post("/submit", json={"task": task})
+    assert resp.status_code == 502
+    assert "Invalid partition name specified" in resp.get_json()["message"]
+    record = live_client.get(f"/monitor/task_uuid/{task['uuid']}").get_json()["monitor"]
+    assert record["slurm_job_state"] == "SUBMIT_FAILED"
+    assert "Invalid partition name specified" in record["error"]["message"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_slurmrestd_down_is_503_with_a_submit_failed_record(workdir):
+    config = slurm_config(SLURM_BASE_URL=f"http://127.0.0.1:{_closed_port()}",
+                          SLURM_API_VERSION="0.0.38")
+    client = create_app(config, store=TaskStore.in_memory(), environ={}).test_client()
+    task = task_in(workdir)
+    resp = client.post("/submit", json={"task": task})
+    assert resp.status_code == 503
+    assert "not reachable" in resp.get_json()["message"]
+    body = client.get(f"/monitor/task_uuid/{task['uuid']}").get_json()
+    assert body["monitor"]["slurm_job_state"] == "SUBMIT_FAILED"
+    assert body["slurm"] is None
+
+
+def test_lookups_by_uuid_and_job_id_return_record_and_live_state(live_client, workdir):
+    task = task_in(workdir, cmd="sleep", params=["30"])
+    job_id = live_client.post("/submit", json={"task": task}).get_json()["slurm_job_id"]
+    try:
+        by_uuid = live_client.get(f"/monitor/task_uuid/{task['uuid']}").get_json()
+        by_job = live_client.get(f"/monitor/slurm_job_id/{job_id}").get_json()
+        for body in (by_uuid, by_job):
+            assert body["monitor"]["task"]["uuid"] == task["uuid"]
+            assert body["slurm"]["job_id"] == job_id
+            assert body["slurm"]["state"] in {"PENDING", "RUNNING"}
+            assert body["slurm"]["comment"] == f"slurm-proxy:{task['uuid']}"
+    finally:
+        subprocess.run(["scancel", str(job_id)], check=False)
+
+
+def test_service_token_mode_acts_as_the_user(workdir):
+    token = subprocess.run(["scontrol", "token", "username=slurm", "lifespan=600"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    config = slurm_config(SLURM_JWT_HS256_KEY_FILE="", SLURM_USER_NAME="slurm",
+                          SLURM_USER_TOKEN=token.partition("=")[2])
+    client = create_app(config, store=TaskStore.in_memory(), environ={}).test_client()
+    task = task_in(workdir, cmd="id", params=["-un"])
+    assert client.post("/submit", json={"task": task}).status_code == 200
+    body = wait_for_final(client, task["uuid"])
+    assert body["monitor"]["slurm_job_state"] == "COMPLETED"
+    out = f"{workdir}/slurm-proxy-test/output/slurm-proxy-test.generic.output.txt"
+    assert open(out).read() == f"{TEST_USER}\n"
+
+
+def test_bad_token_says_authentication_failed(workdir):
+    config = slurm_config(SLURM_JWT_HS256_KEY_FILE="", SLURM_USER_TOKEN="not-a-jwt",
+                          SLURM_API_VERSION="0.0.38")
+    client = create_app(config, store=TaskStore.in_memory(), environ={}).test_client()
+    resp = client.post("/submit", json={"task": task_in(workdir)})
+    assert resp.status_code == 502
+    body = resp.get_json()
+    assert "Authentication to slurmrestd failed" in body["message"]
+    assert "not-a-jwt" not in resp.get_data(as_text=True)
+
+
+def test_operator_routes_answer_from_slurmrestd(live_client):
+    for path in ("/slurm/ping", "/slurm/diag", "/slurm/jobs", "/slurm/partitions", "/slurm/nodes"):
+        resp = live_client.get(path)
+        assert resp.status_code == 200, (path, resp.get_json())
+        assert resp.get_json()["api_version"] == "0.0.38"
+    partitions = live_client.get("/slurm/partitions").get_json()["response"]["partitions"]
+    assert PARTITION in {p["name"] for p in partitions}
+    assert live_client.get("/slurm/job/999999").status_code == 404

@@ -9,7 +9,7 @@ parameter fails at run time inside the job instead of changing the script around
 
 Slurm's own stdout/stderr go to /dev/null: the script opens the task's files itself,
 after ``mkdir -p``, so Slurm never has to open a file in a directory that does not
-exist yet. Exit codes of its own: 73 when the directories or files cannot be made
+exist yet. Like ``sbatch --output``, the files are truncated when the job starts. Exit codes of its own: 73 when the directories or files cannot be made
 (EX_CANTCREAT), 66 when ``cwd`` cannot be entered (EX_NOINPUT).
 """
 from __future__ import annotations
@@ -65,7 +65,8 @@ def build_script(plan: Mapping[str, Any]) -> str:
         f"out={quote(out)}",
         f"err={quote(err)}",
         f"mkdir -p -- {' '.join(quote(d) for d in unique_dirs)} || exit {EXIT_CANNOT_CREATE}",
-        f'exec >>"$out" 2>>"$err" || exit {EXIT_CANNOT_CREATE}',
+        (f'exec >"$out" 2>&1 || exit {EXIT_CANNOT_CREATE}' if out == err else
+         f'exec >"$out" 2>"$err" || exit {EXIT_CANNOT_CREATE}'),
         f"cd -- {quote(plan['cwd'])} || exit {EXIT_NO_CWD}",
         f"eval -- {quote(command_line(plan))}",
         "",

@@ -7,6 +7,7 @@ leave as ``StoreUnavailable``/``DuplicateTask``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 from datetime import datetime, timezone
@@ -42,19 +43,20 @@ class TaskStore:
                                          connectTimeoutMS=config["MONGODB_TIMEOUT_MS"],
                                          socketTimeoutMS=max(10_000, config["MONGODB_TIMEOUT_MS"]))
             return cls(client[config["MONGODB_DB"]][config["MONGODB_COLLECTION"]])
-        return cls.in_memory(config.get("MONGODB_DB", "slurm_proxy"),
-                             config.get("MONGODB_COLLECTION", "tasks"))
+        return MemoryTaskStore()
 
     @classmethod
     def in_memory(cls, db: str = "slurm_proxy", collection: str = "tasks") -> "TaskStore":
-        import mongomock  # only the embedded default and tests need it
+        """pymongo's code path on mongomock (tests). Slow past a few thousand tasks:
+        mongomock scans every document on each query."""
+        import mongomock  # tests only
 
         client = mongomock.MongoClient(tz_aware=True)
         return cls(client[db][collection], serialize=True)
 
     @property
     def is_embedded(self) -> bool:
-        return self._lock is not None
+        return False
 
     @contextlib.contextmanager
     def _op(self, what: str) -> Iterator[None]:
@@ -125,3 +127,68 @@ class TaskStore:
             docs = list(self.collection.find({"slurm_job_id": job_id}, {"_id": False})
                         .sort("created_at", pymongo.DESCENDING).limit(1))
         return docs[0] if docs else None
+
+
+class MemoryTaskStore:
+    """The embedded default when no MONGODB_URI is set: the same interface and
+    semantics as TaskStore (unique uuid, compare-and-set, copies in and out), in one
+    process's memory with dict indexes. Records are lost on restart."""
+
+    is_embedded = True
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._docs: dict[str, dict[str, Any]] = {}
+        self._by_job: dict[int, list[str]] = {}
+
+    def ping(self) -> None:
+        return None
+
+    def insert(self, record: dict[str, Any]) -> None:
+        uuid = record["task"]["uuid"]
+        with self._lock:
+            if uuid in self._docs:
+                raise DuplicateTask(
+                    f"A task with uuid {uuid} already exists; use a new uuid "
+                    f"(nothing was submitted).")
+            doc = copy.deepcopy(record)
+            doc.pop("_id", None)
+            self._docs[uuid] = doc
+            self._index_job(doc)
+
+    def _index_job(self, doc: dict[str, Any]) -> None:
+        job_id = doc.get("slurm_job_id")
+        if job_id is not None:
+            uuids = self._by_job.setdefault(job_id, [])
+            if doc["task"]["uuid"] not in uuids:
+                uuids.append(doc["task"]["uuid"])
+
+    def update_state(self, uuid: str, *, state: str, expected: str | None = None,
+                     fields: dict[str, Any] | None = None, note: str | None = None) -> bool:
+        now = utcnow()
+        with self._lock:
+            doc = self._docs.get(uuid)
+            if doc is None or (expected is not None and doc["slurm_job_state"] != expected):
+                return False
+            entry = {"state": state, "at": now}
+            if note:
+                entry["note"] = note
+            doc.update(copy.deepcopy(fields or {}))
+            doc["slurm_job_state"] = state
+            doc["updated_at"] = now
+            doc.setdefault("history", []).append(entry)
+            self._index_job(doc)
+            return True
+
+    def get(self, uuid: str) -> dict[str, Any] | None:
+        with self._lock:
+            doc = self._docs.get(uuid)
+            return copy.deepcopy(doc) if doc is not None else None
+
+    def get_by_job_id(self, job_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            docs = [self._docs[u] for u in self._by_job.get(job_id, ())
+                    if self._docs[u].get("slurm_job_id") == job_id]
+            if not docs:
+                return None
+            return copy.deepcopy(max(docs, key=lambda d: d["created_at"]))

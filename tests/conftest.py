@@ -17,7 +17,7 @@ import pytest
 from app import create_app
 from app.errors import SlurmJobNotFound
 from app.slurm.versions import JobInfo
-from app.store import TaskStore
+from app.store import MemoryTaskStore, TaskStore
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "slurmrestd"
@@ -94,12 +94,20 @@ def make_job(job_id, state, *, name="job", user="someone", flags=(), exit_code=0
                    comment=None)
 
 
-@pytest.fixture
-def store():
-    uri = os.environ.get("MONGODB_URI")
-    if not uri:
+STORE_KINDS = ["memory", "mongomock"] + (["mongodb"] if os.environ.get("MONGODB_URI") else [])
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request):
+    """Every store test runs on the embedded store, on pymongo's code path over
+    mongomock, and on a real MongoDB when MONGODB_URI names one."""
+    if request.param == "memory":
+        yield MemoryTaskStore()
+        return
+    if request.param == "mongomock":
         yield TaskStore.in_memory()
         return
+    uri = os.environ["MONGODB_URI"]
     import pymongo
 
     client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)

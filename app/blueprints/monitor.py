@@ -23,7 +23,7 @@ class LookupSchema(Schema):
 
 
 @blp.route("/monitor", methods=["POST"], strict_slashes=False)
-@blp.arguments(MonitorSchema)
+@blp.arguments(MonitorSchema())
 @blp.response(200, MonitorRecordSchema)
 @document_errors(blp, 400, 409, 413, 503)
 def register(body):

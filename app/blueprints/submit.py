@@ -21,7 +21,7 @@ class SubmitResponseSchema(Schema):
 
 
 @blp.route("/submit", methods=["POST"], strict_slashes=False)
-@blp.arguments(SubmitSchema)
+@blp.arguments(SubmitSchema())
 @blp.response(200, SubmitResponseSchema)
 @document_errors(blp, 400, 409, 413, 502, 503, 504)
 def submit(body):

@@ -66,6 +66,9 @@ PARAMS_SCHEMAS: dict[str, type[Schema]] = {
 }
 assert set(PARAMS_SCHEMAS) == set(NOTIFICATION_METHODS)
 
+# One instance per method: schemas are reusable, and building one costs more than a load.
+PARAMS_LOADERS: dict[str, Schema] = {name: cls() for name, cls in PARAMS_SCHEMAS.items()}
+
 METHOD_CHOICES = tuple(NOTIFICATION_METHODS) + tuple(NOTIFICATION_METHOD_ALIASES)
 
 
@@ -104,13 +107,13 @@ class NotificationSchema(Schema):
     def _check_params(self, data, **kwargs):
         errors: dict = {}
         for method, params in (data.get("params") or {}).items():
-            schema_cls = PARAMS_SCHEMAS.get(method)
-            if schema_cls is None:
+            loader = PARAMS_LOADERS.get(method)
+            if loader is None:
                 errors[method] = [f"Unknown method {method!r}; use one of: "
                                   f"{', '.join(METHOD_CHOICES)}."]
                 continue
             try:
-                data["params"][method] = schema_cls().load(params)
+                data["params"][method] = loader.load(params)
             except ValidationError as exc:
                 errors[method] = exc.messages
         if errors:

@@ -32,9 +32,8 @@ def test_hello_world_runs_as_the_user_and_writes_its_output(live_client, live_ap
     assert os.stat(f"{workdir}/slurm-proxy-test/input").st_uid == uid
     assert os.path.getsize(f"{workdir}/slurm-proxy-test/error/slurm-proxy-test.generic.error.txt") == 0
     # The stored record stays small (the reference averaged 38 kB).
-    store = live_app.extensions["slurm_proxy"].store
-    raw = store.collection.find_one({"task.uuid": task["uuid"]})
-    assert len(bson.encode(raw)) <= 4096
+    record = live_app.extensions["slurm_proxy"].store.get(task["uuid"])
+    assert len(bson.encode({"_id": bson.ObjectId(), **record})) <= 4096
 
 
 def test_exit_3_is_stored_as_failed_with_exit_code_3(live_client, workdir):

@@ -27,7 +27,7 @@ def test_hello_world_script_is_exactly_this():
         "err=/home/someone/slurm-proxy-test/error/slurm-proxy-test.generic.error.txt\n"
         "mkdir -p -- /home/someone/slurm-proxy-test /home/someone/slurm-proxy-test/input "
         "/home/someone/slurm-proxy-test/output /home/someone/slurm-proxy-test/error || exit 73\n"
-        'exec >>"$out" 2>>"$err" || exit 73\n'
+        'exec >"$out" 2>"$err" || exit 73\n'
         "cd -- /home/someone || exit 66\n"
         "eval -- 'echo -e \"hello, world! (sent job $SLURM_JOB_ID to $SLURM_JOB_USER at "
         "`date`)\"'\n"
@@ -54,6 +54,18 @@ def test_the_script_runs_the_command_with_the_shell_expanding_it(tmp_path):
     subprocess.run(["bash", "-c", script], check=True, env={"SLURM_JOB_ID": "42", "PATH": "/bin:/usr/bin"})
     out = (tmp_path / "t" / "o u t" / "slurm-proxy-test.generic.output.txt").read_text()
     assert out == "job=42 ok single quoted"
+
+
+def test_stdout_and_stderr_in_one_file_keep_both(tmp_path):
+    task = copy.deepcopy(HELLO_TASK)
+    task["dirs"] = {"parent": str(tmp_path), "output": str(tmp_path), "error": str(tmp_path)}
+    task["cwd"] = str(tmp_path)
+    task["slurm"]["error"] = task["slurm"]["output"]
+    task["cmd"], task["params"] = "echo", ["out;", "echo", "err", ">&2"]
+    (tmp_path / task["slurm"]["output"]).write_text("old run\n")
+    subprocess.run(["bash", "-c", build_script(plan_for(task))], check=True,
+                   env={"PATH": "/bin:/usr/bin"})
+    assert (tmp_path / task["slurm"]["output"]).read_text() == "out\nerr\n"
 
 
 def test_an_unbalanced_quote_fails_inside_the_job_not_around_it(tmp_path):
@@ -112,7 +124,9 @@ def test_no_field_escapes_its_quoting(parent, out, err, cwd, out_name, err_name,
     assert shlex.split(lines[3]) == [f"err={d['error']}/{err_name}"]
     dirs = list(dict.fromkeys([d["parent"], d["output"], d["error"]]))
     assert shlex.split(lines[4]) == ["mkdir", "-p", "--", *dirs, "||", "exit", "73"]
-    assert lines[5] == 'exec >>"$out" 2>>"$err" || exit 73'
+    same = f"{d['output']}/{out_name}" == f"{d['error']}/{err_name}"
+    assert lines[5] == ('exec >"$out" 2>&1 || exit 73' if same else
+                        'exec >"$out" 2>"$err" || exit 73')
     assert shlex.split(lines[6]) == ["cd", "--", plan["cwd"], "||", "exit", "66"]
     assert shlex.split(lines[7]) == ["eval", "--", " ".join([cmd, *params])]
     # job_name goes to Slurm as JSON, never into the script: changing it changes nothing.

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what slurm-proxy needs on a Debian 12 machine (as root): system packages,
+# the local single-node Slurm (scripts/dev-cluster.sh install) and a virtualenv in
+# .venv with requirements.txt (and requirements-dev.txt with --dev).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEV=0
+[ "${1:-}" = "--dev" ] && DEV=1
+
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v wget >/dev/null || need+=(wget)
+command -v pgrep >/dev/null || need+=(procps)
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+scripts/dev-cluster.sh install
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+req=requirements.txt
+[ $DEV = 1 ] && req=requirements-dev.txt
+stamp=.venv/.installed-$(sha256sum requirements*.txt | sha256sum | cut -c1-16)-$DEV
+if [ ! -e "$stamp" ]; then
+    .venv/bin/pip install -q --disable-pip-version-check -r "$req"
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One command, on a fresh Debian 12 machine as root: install everything, start the
+# local single-node Slurm with slurmrestd, and start slurm-proxy on port 5001.
+#
+#   scripts/start.sh          set up, start Slurm and the service (in the background)
+#   scripts/start.sh stop     stop the service (the cluster keeps running)
+#
+# Without MONGODB_URI the service keeps its records in an embedded in-memory store
+# (it says so loudly in logs/service.log); set MONGODB_URI in .env for real use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT=${SLURM_PROXY_PORT:-5001}
+PIDFILE=logs/service.pid
+
+if [ "${1:-}" = "stop" ]; then
+    if [ -s "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; then
+        echo "slurm-proxy stopped"
+    else
+        echo "slurm-proxy was not running"
+    fi
+    rm -f "$PIDFILE"
+    exit 0
+fi
+
+scripts/setup.sh
+scripts/dev-cluster.sh start
+mkdir -p logs
+if [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    echo "slurm-proxy already running (pid $(cat "$PIDFILE")) on port $PORT"
+    exit 0
+fi
+# The dev cluster's settings, unless .env or the environment already says otherwise.
+while IFS='=' read -r key value; do
+    if [ -z "${!key:-}" ] && ! grep -qs "^$key=" .env; then export "$key=$value"; fi
+done < <(scripts/dev-cluster.sh env)
+export SLURM_PROXY_PORT=$PORT
+nohup .venv/bin/gunicorn -c docker/gunicorn.conf.py wsgi:app >>logs/service.log 2>&1 &
+echo $! > "$PIDFILE"
+for _ in $(seq 100); do
+    if curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
+        echo "slurm-proxy is up on http://127.0.0.1:$PORT (pid $(cat "$PIDFILE"), log logs/service.log)"
+        exit 0
+    fi
+    kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break
+    sleep 0.1
+done
+echo "slurm-proxy did not start; last lines of logs/service.log:" >&2
+tail -n 20 logs/service.log >&2
+exit 1

@@ -27,9 +27,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 req=requirements.txt
 [ $DEV = 1 ] && req=requirements-dev.txt
-stamp=.venv/.installed-$(sha256sum requirements*.txt | sha256sum | cut -c1-16)-$DEV
-if [ ! -e "$stamp" ]; then
+# Reinstall only when the requirement files change (a dev install covers both).
+hash=$(cat requirements*.txt | sha256sum | cut -c1-16)
+if [ ! -e ".venv/.installed-$hash-$DEV" ]; then
     .venv/bin/pip install -q --disable-pip-version-check -r "$req"
     rm -f .venv/.installed-*
-    touch "$stamp"
+    touch ".venv/.installed-$hash-$DEV"
+    [ $DEV = 1 ] && touch ".venv/.installed-$hash-0"
 fi

@@ -14,6 +14,8 @@ PIDFILE=logs/service.pid
 
 if [ "${1:-}" = "stop" ]; then
     if [ -s "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; then
+        # gunicorn finishes requests in flight first; wait until it has let go of the port.
+        for _ in $(seq 350); do kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break; sleep 0.1; done
         echo "slurm-proxy stopped"
     else
         echo "slurm-proxy was not running"

@@ -1,4 +1,5 @@
-"""Development server: ``python run.py`` serves on SLURM_PROXY_HOST:SLURM_PROXY_PORT.
+"""Development server: ``python run.py`` serves on SLURM_PROXY_HOST:SLURM_PROXY_PORT,
+with the poller in a thread (SLURM_PROXY_DEV_POLLER=0 to leave it out).
 
 For production use gunicorn (``gunicorn -c docker/gunicorn.conf.py wsgi:app``).
 """
@@ -15,6 +16,11 @@ def main() -> None:
     setup_logging()
     app = create_app()
     config = app.extensions["slurm_proxy"].config
+    if os.environ.get("SLURM_PROXY_DEV_POLLER", "1") == "1":
+        # Development only: the poller in a thread, sharing this process's store.
+        from app.poller import start_in_thread
+
+        start_in_thread(app)
     app.run(host=config["SLURM_PROXY_HOST"], port=config["SLURM_PROXY_PORT"],
             threaded=True, debug=os.environ.get("FLASK_DEBUG") == "1", use_reloader=False)
 

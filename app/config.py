@@ -43,6 +43,10 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_JWT_LIFESPAN": Setting(600, int),
     "SLURM_CONNECT_TIMEOUT": Setting(3.05, float),
     "SLURM_READ_TIMEOUT": Setting(30.0, float),
+    # the poller
+    "SLURM_POLL_INTERVAL": Setting(10.0, float),
+    "SLURM_POLL_LOST_AFTER": Setting(600.0, float),
+    "SLURM_SLURMDB": Setting(False, _bool),
     # MongoDB
     "MONGODB_URI": Setting(""),
     "MONGODB_DB": Setting("slurm_proxy"),
@@ -53,7 +57,43 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_PROXY_PORT": Setting(5001, int),
     "SLURM_PROXY_MAX_BODY_BYTES": Setting(1_048_576, int),
     "SLURM_PROXY_LOG_LEVEL": Setting("INFO"),
+    # notifications: delivery
+    "NOTIFICATIONS_TIMEOUT": Setting(10.0, float),
+    "NOTIFICATIONS_MAX_ATTEMPTS": Setting(8, int),
+    "NOTIFICATIONS_BACKOFF_SECONDS": Setting(5.0, float),
+    "NOTIFICATIONS_BACKOFF_MAX_SECONDS": Setting(3600.0, float),
+    "NOTIFICATIONS_LEASE_SECONDS": Setting(120.0, float),
+    # email (SMTP)
+    "NOTIFICATIONS_SMTP_HOST": Setting(""),
+    "NOTIFICATIONS_SMTP_PORT": Setting(587, int),
+    "NOTIFICATIONS_SMTP_SECURITY": Setting("starttls"),
+    "NOTIFICATIONS_SMTP_USERNAME": Setting(""),
+    "NOTIFICATIONS_SMTP_PASSWORD": Setting(""),
+    "NOTIFICATIONS_SMTP_FROM": Setting("slurm-proxy@localhost"),
+    "NOTIFICATIONS_SMTP_ALLOWED_DOMAINS": Setting(""),
+    # Gmail API
+    "NOTIFICATIONS_GMAIL_CREDENTIALS_FILE": Setting(""),
+    "NOTIFICATIONS_GMAIL_SENDER": Setting(""),
+    # Slack
+    "NOTIFICATIONS_SLACK_TOKEN": Setting(""),
+    "NOTIFICATIONS_SLACK_WEBHOOK_URL": Setting(""),
+    "NOTIFICATIONS_SLACK_DEFAULT_CHANNEL": Setting(""),
+    "NOTIFICATIONS_SLACK_API_URL": Setting("https://slack.com/api/"),
+    "NOTIFICATIONS_SLACK_ALLOWED_CHANNELS": Setting(""),
+    # RabbitMQ
+    "NOTIFICATIONS_RABBITMQ_URL": Setting(""),
+    "NOTIFICATIONS_RABBITMQ_EXCHANGE": Setting("slurm-proxy"),
+    "NOTIFICATIONS_RABBITMQ_EXCHANGE_TYPE": Setting("topic"),
+    "NOTIFICATIONS_RABBITMQ_QUEUE": Setting("slurm-proxy.notifications"),
+    "NOTIFICATIONS_RABBITMQ_BINDING_KEY": Setting("#"),
+    "NOTIFICATIONS_RABBITMQ_ROUTING_KEY": Setting("slurm-proxy.task"),
+    # webhooks
+    "NOTIFICATIONS_WEBHOOK_SECRET": Setting(""),
+    "NOTIFICATIONS_WEBHOOK_ALLOW_HTTP": Setting(False, _bool),
 }
+
+CHOICES = {"NOTIFICATIONS_SMTP_SECURITY": ("starttls", "ssl", "none"),
+           "NOTIFICATIONS_RABBITMQ_EXCHANGE_TYPE": ("topic", "direct", "fanout", "headers")}
 
 
 def load_config(environ: Mapping[str, str] | None = None,
@@ -69,6 +109,13 @@ def load_config(environ: Mapping[str, str] | None = None,
             except ValueError:
                 problems.append(f"{key}={environ[key]!r} is not a valid {setting.kind.__name__}")
     config.update(test_config or {})
+    for key, allowed in CHOICES.items():
+        if config[key] not in allowed:
+            problems.append(f"{key}={config[key]!r} must be one of {', '.join(allowed)}")
+    if config["NOTIFICATIONS_SMTP_HOST"] and "@" not in config["NOTIFICATIONS_SMTP_FROM"]:
+        problems.append("NOTIFICATIONS_SMTP_FROM must be an email address")
+    if config["SLURM_POLL_INTERVAL"] <= 0:
+        problems.append("SLURM_POLL_INTERVAL must be positive")
     if problems:
         raise ConfigError("Invalid configuration: " + "; ".join(problems))
     return config

@@ -11,6 +11,8 @@ import copy
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from .slurm.states import TERMINAL_STATES
+
 DEFAULT_ENVIRONMENT = "PATH=/bin/:/usr/bin/:/sbin/"
 
 
@@ -85,6 +87,12 @@ SLURM_DEFAULTS: Mapping[str, Any] = MappingProxyType({
 SUBMITTING = "SUBMITTING"          # record saved, submit under way
 SUBMIT_FAILED = "SUBMIT_FAILED"    # slurmrestd refused the job or could not be reached
 SUBMIT_UNKNOWN = "SUBMIT_UNKNOWN"  # submit timed out: the job may or may not exist
+LOST = "LOST"                      # slurmctld forgot the job and no accounting said how it ended
+
+# States after which nothing more happens to a task: Slurm's terminal states and ours.
+FINAL_STATES = frozenset(TERMINAL_STATES | {SUBMIT_FAILED, LOST})
+# Reported when task.notification.on is not given (the reference: "upon job completion").
+DEFAULT_NOTIFY_STATES = frozenset(TERMINAL_STATES | {LOST})
 
 NOTIFICATION_METHOD_ALIASES: Mapping[str, str] = MappingProxyType({"rabbithq": "rabbitmq"})
 NOTIFICATION_METHODS = ("email", "gmail", "slack", "rabbitmq", "webhook")

@@ -1,24 +1,35 @@
 """``TaskStore``: the only module that touches pymongo.
 
 One document per task, keyed by ``task.uuid`` (unique index, so two racing submits of
-the same uuid cannot both get in) and indexed by ``slurm_job_id``. pymongo errors
-leave as ``StoreUnavailable``/``DuplicateTask``.
+the same uuid cannot both get in) and indexed by ``slurm_job_id``. A task's
+notification outbox lives *in* its document (``deliveries``), so a state change and
+the deliveries it causes are saved by one atomic update: no crash can keep one without
+the other. pymongo errors leave as ``StoreUnavailable``/``DuplicateTask``.
+
+``app.memory_store.MemoryTaskStore`` is the embedded twin with the same methods.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import threading
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pymongo
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from .constants import FINAL_STATES
 from .errors import DuplicateTask, StoreUnavailable
 
 logger = logging.getLogger(__name__)
+
+# What the poller needs of an active task (not its history or outbox).
+ACTIVE_PROJECTION = {"_id": False, "task.uuid": True, "task.username": True,
+                     "task.notification": True, "slurm_job_id": True,
+                     "slurm_job_state": True, "created_at": True, "updated_at": True,
+                     "missing_since": True}
+DUE_STATUSES = ("pending", "sending")     # "sending" is due again once its lease ran out
 
 
 def utcnow() -> datetime:
@@ -27,7 +38,17 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def is_active(state: str) -> bool:
+    return state not in FINAL_STATES
+
+
+def duplicate_message(uuid: str) -> str:
+    return f"A task with uuid {uuid} already exists; use a new uuid (nothing was submitted)."
+
+
 class TaskStore:
+    is_embedded = False
+
     def __init__(self, collection, *, serialize: bool = False):
         """``serialize``: take a lock around every operation (mongomock is not thread-safe)."""
         self.collection = collection
@@ -35,28 +56,24 @@ class TaskStore:
         self._indexed = False
 
     @classmethod
-    def from_config(cls, config) -> "TaskStore":
+    def from_config(cls, config):
         uri = config.get("MONGODB_URI")
-        if uri:
-            client = pymongo.MongoClient(uri, connect=False, tz_aware=True,
-                                         serverSelectionTimeoutMS=config["MONGODB_TIMEOUT_MS"],
-                                         connectTimeoutMS=config["MONGODB_TIMEOUT_MS"],
-                                         socketTimeoutMS=max(10_000, config["MONGODB_TIMEOUT_MS"]))
-            return cls(client[config["MONGODB_DB"]][config["MONGODB_COLLECTION"]])
-        return MemoryTaskStore()
+        if not uri:
+            from .memory_store import MemoryTaskStore
+            return MemoryTaskStore()
+        timeout = config["MONGODB_TIMEOUT_MS"]
+        client = pymongo.MongoClient(uri, connect=False, tz_aware=True,
+                                     serverSelectionTimeoutMS=timeout,
+                                     connectTimeoutMS=timeout,
+                                     socketTimeoutMS=max(10_000, timeout))
+        return cls(client[config["MONGODB_DB"]][config["MONGODB_COLLECTION"]])
 
     @classmethod
     def in_memory(cls, db: str = "slurm_proxy", collection: str = "tasks") -> "TaskStore":
-        """pymongo's code path on mongomock (tests). Slow past a few thousand tasks:
-        mongomock scans every document on each query."""
-        import mongomock  # tests only
+        """pymongo's code path on mongomock, for tests (mongomock scans every document)."""
+        import mongomock
 
-        client = mongomock.MongoClient(tz_aware=True)
-        return cls(client[db][collection], serialize=True)
-
-    @property
-    def is_embedded(self) -> bool:
-        return False
+        return cls(mongomock.MongoClient(tz_aware=True)[db][collection], serialize=True)
 
     @contextlib.contextmanager
     def _op(self, what: str) -> Iterator[None]:
@@ -74,121 +91,99 @@ class TaskStore:
                 f"{what}.") from None
 
     def _ensure_indexes(self) -> None:
-        self.collection.create_index([("task.uuid", pymongo.ASCENDING)], unique=True,
-                                     name="task_uuid_unique")
-        self.collection.create_index([("slurm_job_id", pymongo.ASCENDING)], name="slurm_job_id")
-        self.collection.create_index([("slurm_job_state", pymongo.ASCENDING)],
-                                     name="slurm_job_state")
+        c = self.collection
+        c.create_index([("task.uuid", pymongo.ASCENDING)], unique=True, name="task_uuid_unique")
+        c.create_index([("slurm_job_id", pymongo.ASCENDING)], name="slurm_job_id")
+        c.create_index([("active", pymongo.ASCENDING)], name="active")
+        c.create_index([("deliveries.status", pymongo.ASCENDING),
+                        ("deliveries.next_at", pymongo.ASCENDING)], name="deliveries_due")
         self._indexed = True
 
     def ping(self) -> None:
         with self._op("ping"):
             self.collection.database.command("ping")
 
-    # -- writes --------------------------------------------------------------------
+    # -- tasks ---------------------------------------------------------------------
     def insert(self, record: dict[str, Any]) -> None:
-        doc = dict(record)
+        doc = {**record, "active": is_active(record["slurm_job_state"])}
         try:
             with self._op("save the task"):
                 self.collection.insert_one(doc)
         except DuplicateKeyError:
-            raise DuplicateTask(
-                f"A task with uuid {record['task']['uuid']} already exists; "
-                f"use a new uuid (nothing was submitted).") from None
+            raise DuplicateTask(duplicate_message(record["task"]["uuid"])) from None
+        record.pop("_id", None)
 
     def update_state(self, uuid: str, *, state: str, expected: str | None = None,
-                     fields: dict[str, Any] | None = None, note: str | None = None) -> bool:
-        """Set the state (and other fields), appending a history entry.
-
-        With ``expected``, only if the stored state still is ``expected``
-        (compare-and-set); returns whether the document changed.
-        """
+                     fields: dict[str, Any] | None = None, note: str | None = None,
+                     deliveries: Iterable[dict[str, Any]] = ()) -> bool:
+        """Set the state (with other fields and new outbox entries), appending a
+        history entry. With ``expected``, only if the stored state still is
+        ``expected`` (compare-and-set). Returns whether the task changed."""
         now = utcnow()
-        entry = {"state": state, "at": now}
-        if note:
-            entry["note"] = note
+        entry = {"state": state, "at": now, **({"note": note} if note else {})}
         query: dict[str, Any] = {"task.uuid": uuid}
         if expected is not None:
             query["slurm_job_state"] = expected
-        update = {"$set": {"slurm_job_state": state, "updated_at": now, **(fields or {})},
-                  "$push": {"history": entry}}
+        push: dict[str, Any] = {"history": entry}
+        deliveries = list(deliveries)
+        if deliveries:
+            push["deliveries"] = {"$each": deliveries}
+        update = {"$set": {"slurm_job_state": state, "active": is_active(state),
+                           "updated_at": now, **(fields or {})}, "$push": push}
         with self._op("update the task"):
-            result = self.collection.update_one(query, update)
-        return result.modified_count == 1
+            return self.collection.update_one(query, update).modified_count == 1
 
-    # -- reads ---------------------------------------------------------------------
+    def set_fields(self, uuid: str, fields: dict[str, Any], *,
+                   expected: str | None = None) -> bool:
+        query: dict[str, Any] = {"task.uuid": uuid}
+        if expected is not None:
+            query["slurm_job_state"] = expected
+        with self._op("update the task"):
+            return self.collection.update_one(query, {"$set": fields}).modified_count == 1
+
     def get(self, uuid: str) -> dict[str, Any] | None:
         with self._op("read the task"):
-            return self.collection.find_one({"task.uuid": uuid}, {"_id": False})
+            return self.collection.find_one({"task.uuid": uuid}, {"_id": False, "active": False})
 
     def get_by_job_id(self, job_id: int) -> dict[str, Any] | None:
         """The newest task for a Slurm job id (ids repeat if a cluster is rebuilt)."""
         with self._op("read the task"):
-            docs = list(self.collection.find({"slurm_job_id": job_id}, {"_id": False})
+            docs = list(self.collection.find({"slurm_job_id": job_id},
+                                             {"_id": False, "active": False})
                         .sort("created_at", pymongo.DESCENDING).limit(1))
         return docs[0] if docs else None
 
+    def active_tasks(self) -> list[dict[str, Any]]:
+        """Every task whose state is not final, with the fields the poller needs."""
+        with self._op("list active tasks"):
+            return list(self.collection.find({"active": True}, ACTIVE_PROJECTION))
 
-class MemoryTaskStore:
-    """The embedded default when no MONGODB_URI is set: the same interface and
-    semantics as TaskStore (unique uuid, compare-and-set, copies in and out), in one
-    process's memory with dict indexes. Records are lost on restart."""
+    # -- outbox --------------------------------------------------------------------
+    def due_deliveries(self, now: datetime, limit: int = 100) -> list[tuple[str, dict]]:
+        """(task uuid, delivery) pairs due at ``now``: pending, or sending with an
+        expired lease (its sender died)."""
+        query = {"deliveries": {"$elemMatch": {"status": {"$in": list(DUE_STATUSES)},
+                                               "next_at": {"$lte": now}}}}
+        with self._op("read the outbox"):
+            docs = list(self.collection.find(query, {"_id": False, "task.uuid": True,
+                                                     "deliveries": True}).limit(limit))
+        return [(d["task"]["uuid"], item) for d in docs for item in d["deliveries"]
+                if item["status"] in DUE_STATUSES and item["next_at"] <= now]
 
-    is_embedded = True
+    def claim_delivery(self, uuid: str, delivery: dict[str, Any], *,
+                       lease_until: datetime) -> bool:
+        """Take a due delivery for sending (compare-and-set on status and attempts)."""
+        query = {"task.uuid": uuid, "deliveries": {"$elemMatch": {
+            "id": delivery["id"], "status": delivery["status"],
+            "attempts": delivery["attempts"]}}}
+        update = {"$set": {"deliveries.$.status": "sending",
+                           "deliveries.$.next_at": lease_until,
+                           "deliveries.$.attempts": delivery["attempts"] + 1}}
+        with self._op("claim a delivery"):
+            return self.collection.update_one(query, update).modified_count == 1
 
-    def __init__(self):
-        self._lock = threading.RLock()
-        self._docs: dict[str, dict[str, Any]] = {}
-        self._by_job: dict[int, list[str]] = {}
-
-    def ping(self) -> None:
-        return None
-
-    def insert(self, record: dict[str, Any]) -> None:
-        uuid = record["task"]["uuid"]
-        with self._lock:
-            if uuid in self._docs:
-                raise DuplicateTask(
-                    f"A task with uuid {uuid} already exists; use a new uuid "
-                    f"(nothing was submitted).")
-            doc = copy.deepcopy(record)
-            doc.pop("_id", None)
-            self._docs[uuid] = doc
-            self._index_job(doc)
-
-    def _index_job(self, doc: dict[str, Any]) -> None:
-        job_id = doc.get("slurm_job_id")
-        if job_id is not None:
-            uuids = self._by_job.setdefault(job_id, [])
-            if doc["task"]["uuid"] not in uuids:
-                uuids.append(doc["task"]["uuid"])
-
-    def update_state(self, uuid: str, *, state: str, expected: str | None = None,
-                     fields: dict[str, Any] | None = None, note: str | None = None) -> bool:
-        now = utcnow()
-        with self._lock:
-            doc = self._docs.get(uuid)
-            if doc is None or (expected is not None and doc["slurm_job_state"] != expected):
-                return False
-            entry = {"state": state, "at": now}
-            if note:
-                entry["note"] = note
-            doc.update(copy.deepcopy(fields or {}))
-            doc["slurm_job_state"] = state
-            doc["updated_at"] = now
-            doc.setdefault("history", []).append(entry)
-            self._index_job(doc)
-            return True
-
-    def get(self, uuid: str) -> dict[str, Any] | None:
-        with self._lock:
-            doc = self._docs.get(uuid)
-            return copy.deepcopy(doc) if doc is not None else None
-
-    def get_by_job_id(self, job_id: int) -> dict[str, Any] | None:
-        with self._lock:
-            docs = [self._docs[u] for u in self._by_job.get(job_id, ())
-                    if self._docs[u].get("slurm_job_id") == job_id]
-            if not docs:
-                return None
-            return copy.deepcopy(max(docs, key=lambda d: d["created_at"]))
+    def finish_delivery(self, uuid: str, delivery_id: str, fields: dict[str, Any]) -> None:
+        query = {"task.uuid": uuid, "deliveries.id": delivery_id}
+        update = {"$set": {f"deliveries.$.{k}": v for k, v in fields.items()}}
+        with self._op("record a delivery"):
+            self.collection.update_one(query, update)

@@ -18,8 +18,7 @@ from .errors import (InvalidRequest, SlurmError, SlurmJobNotFound, SlurmProxyErr
                      SlurmTimeout, StoreUnavailable, TaskNotFound)
 from .schemas.fields import canonical_uuid
 from .services import Services
-from .slurm.states import TERMINAL_STATES
-from .slurm.versions import JobInfo
+from .tracking import record_job_state
 from .store import utcnow
 
 logger = logging.getLogger(__name__)
@@ -160,37 +159,6 @@ def with_live_state(services: Services, record: dict[str, Any]) -> dict[str, Any
     except SlurmError as exc:
         return {"monitor": record, "slurm": None,
                 "slurm_error": {"code": exc.code, "message": exc.message}}
-    record = record_job_state(services, record, job)
+    if record_job_state(services.store, record, job):
+        record = services.store.get(record["task"]["uuid"]) or record
     return {"monitor": record, "slurm": job.to_dict()}
-
-
-def job_facts(job: JobInfo) -> dict[str, Any]:
-    """What a record keeps of a job: how it ended and when."""
-    return {"exit_code": job.exit_code, "signal": job.signal,
-            "state_reason": job.state_reason, "start_time": job.start_time,
-            "end_time": job.end_time, "elapsed": job.elapsed if job.end_time else None}
-
-
-def record_job_state(services: Services, record: dict[str, Any], job: JobInfo) -> dict[str, Any]:
-    """Save a state read from Slurm if it differs from the record's (compare-and-set).
-
-    Returns the record as it now stands. A flag such as COMPLETING keeps the job
-    active: the stored state changes only to a state Slurm has settled on.
-    """
-    old = record["slurm_job_state"]
-    new = job.state
-    if job.state_flags and not job.is_terminal and new in TERMINAL_STATES:
-        return record          # e.g. CANCELLED+COMPLETING: wait for the final word
-    if new == old:
-        return record
-    facts = job_facts(job)
-    try:
-        changed = services.store.update_state(record["task"]["uuid"], state=new,
-                                              expected=old, fields=facts)
-    except StoreUnavailable:
-        return record
-    if changed:
-        logger.info("state task_uuid=%s slurm_job_id=%s %s -> %s exit_code=%s",
-                    record["task"]["uuid"], job.job_id, old, new, job.exit_code)
-        return services.store.get(record["task"]["uuid"]) or record
-    return record

@@ -17,3 +17,13 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("SLURM_PROXY_LOG_LEVEL", "info").lower()
+
+
+def post_worker_init(worker):
+    """With the embedded store the poller must live in the web worker, the only
+    process that can see the records (development; production runs the poller as
+    its own supervisord program against MongoDB)."""
+    if not os.environ.get("MONGODB_URI"):
+        from app.poller import start_in_thread
+
+        start_in_thread(worker.wsgi)

@@ -17,7 +17,8 @@ import pytest
 from app import create_app
 from app.errors import SlurmJobNotFound
 from app.slurm.versions import JobInfo
-from app.store import MemoryTaskStore, TaskStore
+from app.memory_store import MemoryTaskStore
+from app.store import TaskStore
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "slurmrestd"

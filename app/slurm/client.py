@@ -121,6 +121,39 @@ class SlurmClient:
     def get_jobs(self, update_time: int | None = None) -> list[JobInfo]:
         return self.adapter.parse_jobs(self.jobs_raw(update_time))
 
+    def get_jobs_since(self, update_time: int | None) -> tuple[list[JobInfo] | None, int | None]:
+        """All jobs, or None when nothing changed since ``update_time`` (HTTP 304).
+
+        Returns the jobs and an ``update_time`` for the next call, in slurmctld's own
+        clock (its ``last_update``, or the newest time any job carries) so that a clock
+        difference between this host and slurmctld can never hide a change."""
+        adapter = self.adapter
+        params = {"update_time": update_time} if update_time else None
+        resp = self.transport.request("GET", f"{adapter.prefix}/jobs", params=params)
+        if resp.status == 304:
+            return None, update_time
+        self._check(resp, "GET /jobs")
+        jobs = adapter.parse_jobs(resp.json)
+        stamp = adapter.last_update(resp.json)
+        if stamp is None:
+            # Only times that have happened: a running job's end_time and a pending
+            # job's start_time are Slurm's projections, possibly in the future.
+            times = [j.submit_time for j in jobs if j.submit_time]
+            times += [j.start_time for j in jobs if j.start_time and j.state != "PENDING"]
+            times += [j.end_time for j in jobs if j.end_time and j.is_terminal]
+            stamp = int(max(times).timestamp()) - 1 if times else None
+        return jobs, stamp
+
+    def get_db_job(self, job_id: int) -> JobInfo:
+        """The accounting record of a job slurmctld has forgotten (needs slurmdbd)."""
+        version = self.adapter.version
+        resp = self.transport.request("GET", f"/slurmdb/v{version}/job/{job_id}")
+        self._check(resp, f"job {job_id} in slurmdb")
+        jobs = resp.json.get("jobs") or []
+        if not jobs:
+            raise SlurmJobNotFound(f"slurmdb has no job {job_id}.")
+        return self.adapter.parse_db_job(jobs[0])
+
     def cancel(self, job_id: int, user: str | None = None) -> None:
         resp = self.transport.request("DELETE", f"{self.adapter.prefix}/job/{job_id}", user=user)
         self._check(resp, f"cancel job {job_id}")

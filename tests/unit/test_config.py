@@ -9,7 +9,7 @@ import pytest
 from app import create_app
 from app.config import SETTINGS, load_config, slurm_auth_from_config
 from app.errors import ConfigError
-from app.store import MemoryTaskStore
+from app.memory_store import MemoryTaskStore
 from tests.conftest import ROOT
 
 

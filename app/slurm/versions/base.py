@@ -173,6 +173,40 @@ class Adapter:
             comment=job.get("comment") or None,
         )
 
+    def parse_db_job(self, job: dict[str, Any]) -> JobInfo:
+        """A slurmdbd (accounting) record: ``state.current``, ``time.{submission,start,
+        end}``; a cancelled or timed-out job has SUCCESS/0 at job level and its signal
+        on ``steps[]``, as ``sacct`` shows."""
+        state_obj = job.get("state") or {}
+        raw_state = state_obj.get("current") if isinstance(state_obj, dict) else state_obj
+        state, flags = normalize_state(raw_state)
+        exit_code, signal = decode_exit(job.get("exit_code"))
+        if not signal:
+            for step in job.get("steps") or []:
+                _, step_signal = decode_exit(step.get("exit_code"))
+                if step_signal:
+                    exit_code, signal = None, step_signal
+                    break
+        times = job.get("time") or {}
+        comment = job.get("comment")
+        if isinstance(comment, dict):
+            comment = comment.get("job")
+        return JobInfo(
+            job_id=number(job.get("job_id")) or 0, name=job.get("name") or "",
+            state=state, state_flags=flags,
+            state_reason=(state_obj.get("reason") if isinstance(state_obj, dict) else None) or None,
+            exit_code=exit_code, signal=signal, user_name=job.get("user") or None,
+            partition=job.get("partition") or None, nodes=job.get("nodes") or None,
+            submit_time=timestamp(times.get("submission")), start_time=timestamp(times.get("start")),
+            end_time=timestamp(times.get("end")), time_limit=number(times.get("limit")),
+            standard_output=None, standard_error=None,
+            current_working_directory=job.get("working_directory") or None,
+            comment=comment or None)
+
+    def last_update(self, body: dict[str, Any]) -> int | None:
+        """slurmctld's own time of its last job change (v0.0.40+), for ``update_time``."""
+        return number(body.get("last_update"))
+
     def _stdout(self, job: dict[str, Any]) -> str | None:
         return job.get("standard_output")
 

@@ -1,0 +1,144 @@
+"""``MemoryTaskStore``: the embedded default when no MONGODB_URI is set.
+
+The same methods and semantics as ``TaskStore`` (unique uuid, compare-and-set, the
+outbox in the task, copies in and out, so callers cannot change stored data by
+accident), kept in one process's memory with dict indexes. Records are lost on
+restart and are not shared between processes: one gunicorn worker, and a poller in
+the same process (``run.py``) only.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from datetime import datetime
+from typing import Any, Iterable
+
+from .errors import DuplicateTask
+from .store import ACTIVE_PROJECTION, DUE_STATUSES, duplicate_message, is_active, utcnow
+
+
+def _project(doc: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ACTIVE_PROJECTION:
+        if key == "_id":
+            continue
+        head, _, tail = key.partition(".")
+        if tail:
+            if tail in doc.get(head, {}):
+                out.setdefault(head, {})[tail] = copy.deepcopy(doc[head][tail])
+        elif head in doc:
+            out[head] = copy.deepcopy(doc[head])
+    return out
+
+
+class MemoryTaskStore:
+    is_embedded = True
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._docs: dict[str, dict[str, Any]] = {}
+        self._by_job: dict[int, list[str]] = {}
+        self._active: set[str] = set()
+        self._with_outbox: set[str] = set()
+
+    def ping(self) -> None:
+        return None
+
+    def _reindex(self, doc: dict[str, Any]) -> None:
+        uuid = doc["task"]["uuid"]
+        job_id = doc.get("slurm_job_id")
+        if job_id is not None and uuid not in self._by_job.setdefault(job_id, []):
+            self._by_job[job_id].append(uuid)
+        (self._active.add if is_active(doc["slurm_job_state"]) else self._active.discard)(uuid)
+        due = any(d["status"] in DUE_STATUSES for d in doc.get("deliveries", ()))
+        (self._with_outbox.add if due else self._with_outbox.discard)(uuid)
+
+    # -- tasks ---------------------------------------------------------------------
+    def insert(self, record: dict[str, Any]) -> None:
+        uuid = record["task"]["uuid"]
+        with self._lock:
+            if uuid in self._docs:
+                raise DuplicateTask(duplicate_message(uuid))
+            doc = copy.deepcopy(record)
+            doc.pop("_id", None)
+            self._docs[uuid] = doc
+            self._reindex(doc)
+
+    def update_state(self, uuid: str, *, state: str, expected: str | None = None,
+                     fields: dict[str, Any] | None = None, note: str | None = None,
+                     deliveries: Iterable[dict[str, Any]] = ()) -> bool:
+        now = utcnow()
+        with self._lock:
+            doc = self._docs.get(uuid)
+            if doc is None or (expected is not None and doc["slurm_job_state"] != expected):
+                return False
+            doc.update(copy.deepcopy(fields or {}))
+            doc["slurm_job_state"] = state
+            doc["updated_at"] = now
+            doc.setdefault("history", []).append(
+                {"state": state, "at": now, **({"note": note} if note else {})})
+            new = copy.deepcopy(list(deliveries))
+            if new:
+                doc.setdefault("deliveries", []).extend(new)
+            self._reindex(doc)
+            return True
+
+    def set_fields(self, uuid: str, fields: dict[str, Any], *,
+                   expected: str | None = None) -> bool:
+        with self._lock:
+            doc = self._docs.get(uuid)
+            if doc is None or (expected is not None and doc["slurm_job_state"] != expected):
+                return False
+            doc.update(copy.deepcopy(fields))
+            return True
+
+    def get(self, uuid: str) -> dict[str, Any] | None:
+        with self._lock:
+            doc = self._docs.get(uuid)
+            return copy.deepcopy(doc) if doc is not None else None
+
+    def get_by_job_id(self, job_id: int) -> dict[str, Any] | None:
+        with self._lock:
+            docs = [self._docs[u] for u in self._by_job.get(job_id, ())
+                    if self._docs[u].get("slurm_job_id") == job_id]
+            if not docs:
+                return None
+            return copy.deepcopy(max(docs, key=lambda d: d["created_at"]))
+
+    def active_tasks(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [_project(self._docs[u]) for u in self._active]
+
+    # -- outbox --------------------------------------------------------------------
+    def due_deliveries(self, now: datetime, limit: int = 100) -> list[tuple[str, dict]]:
+        out = []
+        with self._lock:
+            for uuid in list(self._with_outbox)[:limit]:
+                for item in self._docs[uuid].get("deliveries", ()):
+                    if item["status"] in DUE_STATUSES and item["next_at"] <= now:
+                        out.append((uuid, copy.deepcopy(item)))
+        return out
+
+    def _delivery(self, uuid: str, delivery_id: str) -> dict[str, Any] | None:
+        doc = self._docs.get(uuid)
+        for item in (doc or {}).get("deliveries", ()):
+            if item["id"] == delivery_id:
+                return item
+        return None
+
+    def claim_delivery(self, uuid: str, delivery: dict[str, Any], *,
+                       lease_until: datetime) -> bool:
+        with self._lock:
+            item = self._delivery(uuid, delivery["id"])
+            if (item is None or item["status"] != delivery["status"]
+                    or item["attempts"] != delivery["attempts"]):
+                return False
+            item.update(status="sending", next_at=lease_until, attempts=item["attempts"] + 1)
+            return True
+
+    def finish_delivery(self, uuid: str, delivery_id: str, fields: dict[str, Any]) -> None:
+        with self._lock:
+            item = self._delivery(uuid, delivery_id)
+            if item is not None:
+                item.update(copy.deepcopy(fields))
+                self._reindex(self._docs[uuid])

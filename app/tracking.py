@@ -1,0 +1,98 @@
+"""Saving what Slurm says about a task, and the notifications each change causes.
+
+Every state change goes through ``change_state``: one compare-and-set update on the
+previous state that also pushes the change's deliveries into the task's outbox. If two
+pollers (or a poller and a lookup) see the same change, only one update applies, so
+each change is recorded, and reported, once.
+"""
+from __future__ import annotations
+
+import logging
+import uuid as uuid_module
+from datetime import datetime
+from typing import Any, Mapping
+
+from .constants import DEFAULT_NOTIFY_STATES
+from .errors import StoreUnavailable
+from .slurm.states import TERMINAL_STATES
+from .slurm.versions import JobInfo
+from .store import utcnow
+
+logger = logging.getLogger(__name__)
+
+
+def targets(method: str, params: Mapping[str, Any]) -> list[str]:
+    """Who a method delivers to; one delivery per (state, method, target)."""
+    if method in ("email", "gmail"):
+        recipient = params.get("recipient")
+        return list(recipient) if isinstance(recipient, list) else [recipient] if recipient else []
+    if method == "slack":
+        return [params.get("channel") or "default"]
+    if method == "rabbitmq":
+        return [params.get("routing_key") or "default"]
+    if method == "webhook":
+        return [params["url"]] if params.get("url") else []
+    return []
+
+
+def plan_deliveries(record: Mapping[str, Any], state: str, now: datetime) -> list[dict[str, Any]]:
+    notification = record.get("task", {}).get("notification") or {}
+    wanted = set(notification.get("on") or DEFAULT_NOTIFY_STATES)
+    if state not in wanted:
+        return []
+    params = notification.get("params") or {}
+    return [
+        {"id": uuid_module.uuid4().hex, "method": method, "target": target, "state": state,
+         "status": "pending", "attempts": 0, "next_at": now, "created_at": now,
+         "last_error": None, "sent_at": None}
+        for method in notification.get("methods") or []
+        for target in targets(method, params.get(method) or {})
+    ]
+
+
+def change_state(store, record: Mapping[str, Any], state: str, *,
+                 fields: dict[str, Any] | None = None, note: str | None = None,
+                 now: datetime | None = None) -> bool:
+    """Compare-and-set the task from its current state to ``state`` with deliveries."""
+    uuid = record["task"]["uuid"]
+    old = record["slurm_job_state"]
+    deliveries = plan_deliveries(record, state, now or utcnow())
+    changed = store.update_state(uuid, state=state, expected=old, fields=fields, note=note,
+                                 deliveries=deliveries)
+    if changed:
+        logger.info("state task_uuid=%s slurm_job_id=%s %s -> %s%s%s", uuid,
+                    (fields or {}).get("slurm_job_id", record.get("slurm_job_id")), old, state,
+                    f" ({note})" if note else "",
+                    f", {len(deliveries)} notification(s) queued" if deliveries else "")
+    return changed
+
+
+def job_facts(job: JobInfo) -> dict[str, Any]:
+    """What a record keeps of a job: how it ended and when."""
+    return {"exit_code": job.exit_code, "signal": job.signal,
+            "state_reason": job.state_reason, "start_time": job.start_time,
+            "end_time": job.end_time, "elapsed": job.elapsed if job.end_time else None,
+            "missing_since": None}
+
+
+def settled_state(job: JobInfo) -> str | None:
+    """The state to store for ``job``, or None while Slurm is still finishing it
+    (e.g. CANCELLED+COMPLETING: wait for the final word and exit code)."""
+    if job.state in TERMINAL_STATES and not job.is_terminal:
+        return None
+    return job.state
+
+
+def record_job_state(store, record: dict[str, Any], job: JobInfo,
+                     now: datetime | None = None) -> bool:
+    """Save a state read from Slurm if it differs from the record's. Returns whether
+    this call changed the record."""
+    state = settled_state(job)
+    if state is None or state == record["slurm_job_state"]:
+        return False
+    try:
+        return change_state(store, record, state, fields=job_facts(job), now=now)
+    except StoreUnavailable:
+        logger.warning("could not save state task_uuid=%s slurm_job_id=%s: MongoDB unavailable",
+                       record["task"]["uuid"], job.job_id)
+        return False

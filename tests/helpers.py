@@ -65,11 +65,12 @@ class RecordingNotifier:
         self.sent.append((event, params, target, delivery_id))
 
 
-def add_task(store, job_id, state="PENDING", methods=("email",), on=None, **task_changes):
+def add_task(store, job_id, state="PENDING", methods=("email",), on=None,
+             webhook_url="https://hooks.example.org/x", **task_changes):
     task = hello_task(**task_changes)
     task["notification"] = {"methods": list(methods), "params": {
         "email": {"recipient": "someone@example.org", "subject": "done", "body": "my words"},
-        "webhook": {"url": "https://hooks.example.org/x"}}}
+        "webhook": {"url": webhook_url}}}
     if on:
         task["notification"]["on"] = on
     record = new_record(task, state=state, source="submit", job_id=job_id)

@@ -52,13 +52,14 @@ class GmailNotifier(Notifier):
         return build("gmail", "v1", http=http, cache_discovery=False)
 
     def send(self, event, params, target, delivery_id):
+        """Returns the Gmail API's answer (the sent message resource)."""
         from googleapiclient.errors import HttpError
 
         check_domain(self.allowed_domains, target)
         msg = build_email(event, params, target, self.sender, delivery_id)
         raw = base64.urlsafe_b64encode(msg.as_bytes()).decode()
         try:
-            self._service().users().messages().send(userId="me", body={"raw": raw}).execute()
+            return self._service().users().messages().send(userId="me", body={"raw": raw}).execute()
         except HttpError as exc:
             status = int(getattr(exc.resp, "status", 0) or 0)
             error = (PermanentNotificationError if 400 <= status < 500 and status not in (408, 429)

@@ -38,12 +38,15 @@ def _why_unavailable() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    reason = None
-    checked = False
+    """Everything here is an integration test; those marked ``slurm`` need the local
+    cluster and skip, with the reason, where it is absent."""
+    reason, checked = None, False
     for item in items:
         if "integration" not in str(item.fspath):
             continue
         item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("slurm") is None:
+            continue
         if not checked:
             reason, checked = _why_unavailable(), True
         if reason:

@@ -13,6 +13,8 @@ from tests.conftest import ROOT
 
 BLOCK = re.compile(r"<!-- readme-test: (\w+) -->\n```sh\n(.*?)```", re.S)
 
+pytestmark = pytest.mark.slurm
+
 
 def readme_blocks() -> dict[str, str]:
     return dict(BLOCK.findall((ROOT / "README.md").read_text()))

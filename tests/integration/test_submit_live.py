@@ -1,6 +1,8 @@
 """Submit and monitor against the real local Slurm: jobs run as their owner."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import pwd
 import re
@@ -13,6 +15,8 @@ from app import create_app
 from app.store import TaskStore
 from tests.integration.conftest import (PARTITION, TEST_USER, slurm_config, task_in,
                                         wait_for_final)
+
+pytestmark = pytest.mark.slurm
 
 
 def test_hello_world_runs_as_the_user_and_writes_its_output(live_client, live_app, workdir):

@@ -105,6 +105,9 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 
 start() {
     install_all
+    # Daemons keep the directory they start in: never the caller's (a checkout that
+    # may be deleted; slurmrestd then fails submits with "getcwd failed").
+    cd "$STATE"
     if ! pgrep -x munged >/dev/null; then
         runuser -u munge -- /usr/sbin/munged
     fi

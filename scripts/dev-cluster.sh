@@ -140,6 +140,11 @@ stop() {
     done
     pkill -x slurmrestd 2>/dev/null || true
     pkill -x munged 2>/dev/null || true
+    # Wait until they are gone, so that a start right after does not find one exiting.
+    for _ in $(seq 100); do
+        pgrep -x 'slurmctld|slurmd|slurmrestd|munged' >/dev/null || break
+        sleep 0.1
+    done
     log "stopped"
 }
 

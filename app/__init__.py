@@ -15,6 +15,8 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 
+from .access import register_access_control, register_docs, register_rate_limits
+from .auth import key_store_from_config
 from .config import load_config, slurm_auth_from_config
 from .errors import register_error_handlers
 from .services import Services
@@ -50,7 +52,7 @@ def build_slurm_client(config: Mapping[str, Any]):
 
 
 def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slurm=None,
-               environ: Mapping[str, str] | None = None) -> Flask:
+               keys=None, environ: Mapping[str, str] | None = None) -> Flask:
     config = load_config(environ, test_config)
     app = Flask(__name__)
     app.json_provider_class = JSONProvider
@@ -62,6 +64,12 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={
+            "security": [{"bearerAuth": []}],
+            "components": {"securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "An API key: Authorization: Bearer sp_<id>_<secret>"}}},
+        },
     )
     if store is None:
         store = TaskStore.from_config(config)
@@ -72,7 +80,12 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
                 "processes. Set MONGODB_URI for real use. ***")
     if slurm is None:
         slurm = build_slurm_client(config)
-    app.extensions["slurm_proxy"] = Services(config=config, store=store, slurm=slurm)
+    if keys is None:
+        keys = key_store_from_config(config)
+    app.extensions["slurm_proxy"] = Services(config=config, store=store, slurm=slurm, keys=keys)
+    register_access_control(app, keys, config)
+    register_rate_limits(app, config)
+    register_docs(app)
 
     api = Api(app)
     from .blueprints import health, monitor, slurm as slurm_routes, submit

@@ -7,6 +7,7 @@ numbers here, not strings somewhere later.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -23,6 +24,15 @@ def _bool(value: Any) -> bool:
     if text in {"0", "false", "no", "off", ""}:
         return False
     raise ValueError(f"not a boolean: {value!r}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,14 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_PROXY_PORT": Setting(5001, int),
     "SLURM_PROXY_MAX_BODY_BYTES": Setting(1_048_576, int),
     "SLURM_PROXY_LOG_LEVEL": Setting("INFO"),
+    # who may do what
+    "SLURM_PROXY_AUTH": Setting(True, _bool),
+    "SLURM_PROXY_API_KEYS_FILE": Setting("api-keys.json"),
+    "SLURM_PROXY_PUBLIC_DOCS": Setting(False, _bool),
+    "SLURM_PROXY_RATE_LIMIT": Setting("20/second;600/minute"),
+    "SLURM_PROXY_RATE_LIMIT_STORAGE": Setting(""),
+    "SLURM_PROXY_ALLOWED_PATH_PREFIXES": Setting(""),
+    "SLURM_PROXY_DENIED_USERS": Setting("root"),
     # notifications: delivery
     "NOTIFICATIONS_TIMEOUT": Setting(10.0, float),
     "NOTIFICATIONS_MAX_ATTEMPTS": Setting(8, int),
@@ -90,6 +108,7 @@ SETTINGS: dict[str, Setting] = {
     # webhooks
     "NOTIFICATIONS_WEBHOOK_SECRET": Setting(""),
     "NOTIFICATIONS_WEBHOOK_ALLOW_HTTP": Setting(False, _bool),
+    "NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS": Setting(""),
 }
 
 CHOICES = {"NOTIFICATIONS_SMTP_SECURITY": ("starttls", "ssl", "none"),
@@ -114,6 +133,14 @@ def load_config(environ: Mapping[str, str] | None = None,
             problems.append(f"{key}={config[key]!r} must be one of {', '.join(allowed)}")
     if config["NOTIFICATIONS_SMTP_HOST"] and "@" not in config["NOTIFICATIONS_SMTP_FROM"]:
         problems.append("NOTIFICATIONS_SMTP_FROM must be an email address")
+    if not config["SLURM_PROXY_AUTH"] and not is_loopback(config["SLURM_PROXY_HOST"]):
+        problems.append("SLURM_PROXY_AUTH=0 (no authentication) is only allowed with "
+                        "SLURM_PROXY_HOST on loopback (127.0.0.1, ::1 or localhost)")
+    for cidr in filter(None, (c.strip() for c in config["NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS"].split(","))):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(f"NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS: {cidr!r} is not a network")
     if config["SLURM_POLL_INTERVAL"] <= 0:
         problems.append("SLURM_POLL_INTERVAL must be positive")
     if problems:

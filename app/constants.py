@@ -40,6 +40,7 @@ TASK_METADATA: Mapping[str, Mapping[str, Any]] = _freeze({
     "generic": {
         "description": "Run task.cmd with task.params.",
         "requires_cmd": True,
+        "allows_cmd": True,
         "slurm": {},
         "notification": {"methods": [], "params": {}},
     },
@@ -47,6 +48,7 @@ TASK_METADATA: Mapping[str, Mapping[str, Any]] = _freeze({
     "echo_hello_world": {
         "description": "Print a hello-world line naming the job and its user.",
         "requires_cmd": False,
+        "allows_cmd": False,       # its command is its own: a request may not replace it
         "cmd": "echo",
         "params": ["-e", _HELLO],
         "slurm": {

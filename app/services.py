@@ -12,6 +12,7 @@ class Services:
     config: dict[str, Any]
     store: Any          # app.store.TaskStore (or a test double with the same methods)
     slurm: Any          # app.slurm.client.SlurmClient (or a fake)
+    keys: Any = None    # app.auth key store
 
 
 def get_services() -> Services:

@@ -12,7 +12,8 @@ import logging
 import time
 from typing import Any, Mapping
 
-from . import constants
+from . import constants, policy
+from .auth import ApiKey
 from .batch import build_submission, output_paths
 from .errors import (InvalidRequest, SlurmError, SlurmJobNotFound, SlurmProxyError,
                      SlurmTimeout, StoreUnavailable, TaskNotFound)
@@ -64,8 +65,10 @@ def new_record(task: dict[str, Any], *, state: str, source: str,
     return record
 
 
-def submit_task(services: Services, task: Mapping[str, Any]) -> dict[str, Any]:
+def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey) -> dict[str, Any]:
+    key.check_user(task["username"])
     plan = plan_task(task)
+    policy.check_task(plan, services.config)
     submission = build_submission(plan)
     uuid, user = plan["uuid"], plan["username"]
     services.store.insert(new_record(plan, state=constants.SUBMITTING, source="submit"))
@@ -115,8 +118,14 @@ def _record_failure(services: Services, uuid: str, state: str, exc: SlurmProxyEr
         logger.error("task_uuid=%s could not record %s: MongoDB unavailable", uuid, state)
 
 
-def register_monitor(services: Services, monitor: Mapping[str, Any]) -> dict[str, Any]:
+def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey) -> dict[str, Any]:
     task = dict(monitor["task"])
+    key.check_user(task["username"])
+    policy.check_user(task["username"], services.config)
+    errors = policy.check_notification_targets(task.get("notification") or {}, services.config)
+    if errors:
+        raise InvalidRequest("Invalid request: " + "; ".join(
+            f"{k}: {' '.join(v)}" for k, v in sorted(errors.items())), errors=errors)
     state = monitor.get("slurm_job_state") or "PENDING"
     record = new_record(task, state=state, source="monitor", job_id=monitor["slurm_job_id"])
     services.store.insert(record)
@@ -126,7 +135,7 @@ def register_monitor(services: Services, monitor: Mapping[str, Any]) -> dict[str
     return record
 
 
-def lookup_by_uuid(services: Services, uuid: str) -> dict[str, Any]:
+def lookup_by_uuid(services: Services, uuid: str, key: ApiKey) -> dict[str, Any]:
     try:
         uuid = canonical_uuid(uuid)
     except Exception:  # noqa: BLE001 - marshmallow ValidationError; same answer
@@ -134,13 +143,15 @@ def lookup_by_uuid(services: Services, uuid: str) -> dict[str, Any]:
     record = services.store.get(uuid)
     if record is None:
         raise TaskNotFound(f"No task with uuid {uuid}.")
+    key.check_user(record["task"]["username"])
     return with_live_state(services, record)
 
 
-def lookup_by_job_id(services: Services, job_id: int) -> dict[str, Any]:
-    record = services.store.get_by_job_id(job_id)
+def lookup_by_job_id(services: Services, job_id: int, key: ApiKey) -> dict[str, Any]:
+    record = services.store.get_by_job_id(job_id) if 0 < job_id < 2**32 else None
     if record is None:
         raise TaskNotFound(f"No task record for Slurm job {job_id}.")
+    key.check_user(record["task"]["username"])
     return with_live_state(services, record)
 
 

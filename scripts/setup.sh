@@ -33,5 +33,5 @@ if [ ! -e ".venv/.installed-$hash-$DEV" ]; then
     .venv/bin/pip install -q --disable-pip-version-check -r "$req"
     rm -f .venv/.installed-*
     touch ".venv/.installed-$hash-$DEV"
-    [ $DEV = 1 ] && touch ".venv/.installed-$hash-0"
+    if [ $DEV = 1 ]; then touch ".venv/.installed-$hash-0"; fi
 fi

@@ -36,6 +36,13 @@ while IFS='=' read -r key value; do
     if [ -z "${!key:-}" ] && ! grep -qs "^$key=" .env; then export "$key=$value"; fi
 done < <(scripts/dev-cluster.sh env)
 export SLURM_PROXY_PORT=$PORT
+# An API key for the README's examples: acts for the dev cluster's user "someone",
+# every role; the key is in .dev-api-key (0600), its hash in api-keys.json.
+if [ ! -s .dev-api-key ] || [ ! -s "${SLURM_PROXY_API_KEYS_FILE:-api-keys.json}" ]; then
+    (umask 077; .venv/bin/python -m app.keys create --name dev --users someone \
+        --roles submit,read,cancel,admin --quiet > .dev-api-key)
+    echo "created an API key for user someone in .dev-api-key"
+fi
 nohup .venv/bin/gunicorn -c docker/gunicorn.conf.py wsgi:app >>logs/service.log 2>&1 &
 echo $! > "$PIDFILE"
 for _ in $(seq 100); do

@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 
 from app import create_app
+from app.auth import ROLES, MemoryKeyStore, new_key
 from app.errors import SlurmJobNotFound
 from app.slurm.versions import JobInfo
 from app.memory_store import MemoryTaskStore
@@ -123,11 +124,34 @@ def fake_slurm():
     return FakeSlurmClient()
 
 
-@pytest.fixture
-def app(store, fake_slurm):
-    return create_app({}, store=store, slurm=fake_slurm, environ={})
+def make_keys(**named):
+    """A key store holding one key per name: make_keys(admin=("*", ROLES), ...).
+    Returns (store, {name: plaintext})."""
+    records, plain = [], {}
+    for name, (users, roles) in named.items():
+        plain[name], record = new_key(name, users if isinstance(users, (list, tuple)) else [users], roles)
+        records.append(record)
+    return MemoryKeyStore(records), plain
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
+def keys():
+    return make_keys(admin=("*", ROLES), someone=(["someone"], ["submit", "read"]),
+                     reader=(["someone"], ["read"]), other=(["other"], ROLES))
+
+
+@pytest.fixture
+def app(store, fake_slurm, keys):
+    return create_app({}, store=store, slurm=fake_slurm, keys=keys[0], environ={})
+
+
+def authorized(app, key: str):
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return client
+
+
+@pytest.fixture
+def client(app, keys):
+    """A client sending the admin key (users *, every role)."""
+    return authorized(app, keys[1]["admin"])

@@ -4,6 +4,9 @@ from __future__ import annotations
 from marshmallow import Schema, fields
 
 from ..schemas.task import MonitorSchema
+from ..access import current_key
+from ..access import current_key
+from ..access import current_key
 from ..services import get_services
 from ..tasks import lookup_by_job_id, lookup_by_uuid, register_monitor
 from .common import Blueprint, document_errors
@@ -28,7 +31,7 @@ class LookupSchema(Schema):
 @document_errors(blp, 400, 409, 413, 503)
 def register(body):
     """Monitor a job submitted outside this service."""
-    return {"monitor": register_monitor(get_services(), body["monitor"])}
+    return {"monitor": register_monitor(get_services(), body["monitor"], current_key())}
 
 
 @blp.route("/monitor/task_uuid/<string:task_uuid>", methods=["GET"])
@@ -36,7 +39,7 @@ def register(body):
 @document_errors(blp, 404, 503)
 def by_uuid(task_uuid):
     """The stored record of a task, with its live Slurm job."""
-    return lookup_by_uuid(get_services(), task_uuid)
+    return lookup_by_uuid(get_services(), task_uuid, current_key())
 
 
 @blp.route("/monitor/slurm_job_id/<int:slurm_job_id>", methods=["GET"])
@@ -44,4 +47,4 @@ def by_uuid(task_uuid):
 @document_errors(blp, 404, 503)
 def by_job_id(slurm_job_id):
     """The stored record of the task with this Slurm job id, with its live job."""
-    return lookup_by_job_id(get_services(), slurm_job_id)
+    return lookup_by_job_id(get_services(), slurm_job_id, current_key())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
+from ..errors import SlurmJobNotFound
 from ..services import get_services
 from .common import Blueprint, document_errors
 
@@ -52,6 +53,8 @@ def jobs():
 @document_errors(blp, 404, 503)
 def job(job_id):
     """One job, as slurmrestd describes it."""
+    if not 0 < job_id < 2**32:
+        raise SlurmJobNotFound(f"No Slurm job {job_id}.")
     return _raw(lambda s: s.job_raw(job_id))
 
 

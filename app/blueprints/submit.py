@@ -4,6 +4,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields
 
 from ..schemas.task import SubmitSchema
+from ..access import current_key
 from ..services import get_services
 from ..tasks import submit_task
 from .common import Blueprint, document_errors
@@ -26,4 +27,4 @@ class SubmitResponseSchema(Schema):
 @document_errors(blp, 400, 409, 413, 502, 503, 504)
 def submit(body):
     """Submit a task; answers with its uuid and Slurm job id."""
-    return submit_task(get_services(), body["task"])
+    return submit_task(get_services(), body["task"], current_key())

@@ -5,14 +5,18 @@ Headers: ``X-Slurm-Proxy-Delivery`` (the idempotency key), ``X-Slurm-Proxy-Event
 HMAC-SHA256 with NOTIFICATIONS_WEBHOOK_SECRET over ``"<t>.<body>"``. A receiver
 recomputes it over the raw body, compares in constant time (``verify`` below), rejects
 a ``t`` older than a few minutes (replays), and drops a delivery id it has seen.
-URLs must be https unless NOTIFICATIONS_WEBHOOK_ALLOW_HTTP is set.
+URLs must be https unless NOTIFICATIONS_WEBHOOK_ALLOW_HTTP is set, and must not reach
+internal addresses unless NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS lists them (no SSRF).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
+from urllib.parse import urlsplit
 
 import requests
 
@@ -42,12 +46,53 @@ def verify(secret: str, header: str, body: bytes, *, tolerance: int = 300,
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
+def networks(text: str) -> tuple:
+    return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in text.split(",") if c.strip())
+
+
+def check_destination(url: str, *, allow_http: bool, allowed_networks=(), resolve: bool) -> None:
+    """Refuse URLs that are not https, or that point at loopback, link-local, private
+    or other internal addresses (SSRF), unless an operator allowed those networks.
+
+    At submit time (``resolve=False``) only what the URL itself says is checked; at
+    send time the host is resolved and every address it resolves to is checked.
+    Raises ValueError saying why."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (allow_http and parts.scheme == "http"):
+        raise ValueError("webhook URLs must be https")
+    if not parts.hostname:
+        raise ValueError("webhook URL has no host")
+    if parts.username or parts.password:
+        raise ValueError("webhook URL must not carry credentials")
+    host = parts.hostname
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        if host == "localhost" or host.endswith(".localhost"):
+            addresses = [ipaddress.ip_address("127.0.0.1")]
+        elif resolve:
+            try:
+                infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+            except OSError:
+                raise ValueError(f"webhook host {host} does not resolve") from None
+            addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        else:
+            addresses = []
+    for address in addresses:
+        if any(address in network for network in allowed_networks):
+            continue
+        if not address.is_global or address.is_multicast:
+            raise ValueError(f"webhook host {host} is an internal address ({address}); "
+                             f"an operator may allow it in NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS")
+
+
 class WebhookNotifier(Notifier):
     name = "webhook"
     Params = WebhookParams
 
-    def __init__(self, secret: str, allow_http: bool, timeout: float):
+    def __init__(self, secret: str, allow_http: bool, timeout: float, allowed_networks=()):
         self._secret, self.allow_http, self.timeout = secret, allow_http, timeout
+        self.allowed_networks = tuple(allowed_networks)
         self._session = requests.Session()
         self._session.trust_env = False
 
@@ -56,11 +101,15 @@ class WebhookNotifier(Notifier):
         if not config.get("NOTIFICATIONS_WEBHOOK_SECRET"):
             return None
         return cls(config["NOTIFICATIONS_WEBHOOK_SECRET"],
-                   config["NOTIFICATIONS_WEBHOOK_ALLOW_HTTP"], config["NOTIFICATIONS_TIMEOUT"])
+                   config["NOTIFICATIONS_WEBHOOK_ALLOW_HTTP"], config["NOTIFICATIONS_TIMEOUT"],
+                   networks(config["NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS"]))
 
     def send(self, event, params, target, delivery_id):
-        if not (target.startswith("https://") or (self.allow_http and target.startswith("http://"))):
-            raise PermanentNotificationError("webhook URLs must be https")
+        try:
+            check_destination(target, allow_http=self.allow_http,
+                              allowed_networks=self.allowed_networks, resolve=True)
+        except ValueError as exc:
+            raise PermanentNotificationError(str(exc)) from None
         body = json.dumps(event, sort_keys=True, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "slurm-proxy",
                    "X-Slurm-Proxy-Delivery": delivery_id, "X-Slurm-Proxy-Event": event["state"],

@@ -59,10 +59,17 @@ class TaskSchema(Schema):
     @validates_schema
     def _check_task_type(self, data, **kwargs):
         entry = TASK_METADATA.get(data.get("name"))
-        if entry is not None and entry["requires_cmd"] and not data.get("cmd"):
+        if entry is None:
+            return
+        if entry["requires_cmd"] and not data.get("cmd"):
             raise ValidationError(
                 f"Task name {data['name']!r} runs the request's own command: set task.cmd.",
                 field_name="cmd")
+        if not entry["allows_cmd"]:
+            given = [k for k in ("cmd", "params") if k in data]
+            if given:
+                raise ValidationError({k: [f"Not allowed for task name {data['name']!r}, "
+                                           f"which runs its own command."] for k in given})
 
     @validates_schema
     def _check_dirs(self, data, **kwargs):

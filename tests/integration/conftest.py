@@ -14,8 +14,10 @@ import pytest
 import requests
 
 from app import create_app
+from app.auth import ROLES, new_key
+from app.memory_store import MemoryTaskStore
 from app.slurm.states import TERMINAL_STATES
-from app.store import TaskStore
+from tests.conftest import authorized, make_keys
 
 SLURM_BASE_URL = os.environ.get("SLURM_BASE_URL", "http://127.0.0.1:6820")
 KEY_FILE = os.environ.get("SLURM_JWT_HS256_KEY_FILE", "/etc/slurm/jwt_hs256.key")
@@ -58,14 +60,25 @@ def slurm_config(**extra):
             "SLURM_JWT_HS256_KEY_FILE": KEY_FILE, "SLURM_READ_TIMEOUT": 20.0, **extra}
 
 
+def live(config=None, **kw):
+    """An app on the real cluster with an admin key, and a client sending it."""
+    keys, plain = make_keys(admin=("*", ROLES))
+    app = create_app(config or slurm_config(), store=kw.pop("store", None) or MemoryTaskStore(),
+                     keys=keys, environ={}, **kw)
+    return app, authorized(app, plain["admin"])
+
+
 @pytest.fixture
 def live_app():
-    return create_app(slurm_config(), store=TaskStore.in_memory(), environ={})
+    return live()[0]
 
 
 @pytest.fixture
 def live_client(live_app):
-    return live_app.test_client()
+    keys = live_app.extensions["slurm_proxy"].keys
+    plaintext, record = new_key("admin-client", ["*"], ROLES)
+    keys.add(record)
+    return authorized(live_app, plaintext)
 
 
 @pytest.fixture

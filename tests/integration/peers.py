@@ -139,6 +139,7 @@ def notify_config(*, smtp_port=None, rabbit=None, slack_url=None, webhook_secret
                          NOTIFICATIONS_SLACK_DEFAULT_CHANNEL="#general")
     if webhook_secret:
         overrides.update(NOTIFICATIONS_WEBHOOK_SECRET=webhook_secret,
-                         NOTIFICATIONS_WEBHOOK_ALLOW_HTTP=True)
+                         NOTIFICATIONS_WEBHOOK_ALLOW_HTTP=True,
+                         NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8,::1/128")
     overrides.update(extra)
     return load_config({}, overrides)

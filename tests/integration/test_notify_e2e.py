@@ -21,7 +21,7 @@ from app.poller import Poller, build_poller
 from app.store import TaskStore
 from tests.conftest import ROOT, FIXTURES, make_job
 from tests.helpers import Clock, PollSlurm, add_task
-from tests.integration.conftest import live_app, live_client, task_in, workdir  # noqa: F401
+from tests.integration.conftest import live, slurm_config, task_in, workdir  # noqa: F401
 from tests.integration.peers import (BlackHole, SMTPServer, drain, notify_config, rabbitmq,  # noqa: F401
                                      smtp)
 from tests.mongo_wire import MongoWireDouble
@@ -39,8 +39,7 @@ def until(condition, timeout=30.0, step=0.1):
 
 
 @pytest.mark.slurm
-def test_hello_world_yields_exactly_one_message_per_method(live_app, live_client, workdir,
-                                                          smtp, rabbitmq, httpserver):
+def test_hello_world_yields_exactly_one_message_per_method(workdir, smtp, rabbitmq, httpserver):
     secret = "e2e-webhook-secret"
     hooks = []
     httpserver.expect_request("/api/chat.postMessage").respond_with_json({"ok": True, "ts": "1"})
@@ -49,6 +48,8 @@ def test_hello_world_yields_exactly_one_message_per_method(live_app, live_client
         or Response("", status=204)))
     config = notify_config(smtp_port=smtp.port, rabbit=rabbitmq,
                            slack_url=httpserver.url_for("/api/"), webhook_secret=secret)
+    live_app, live_client = live({**slurm_config(), **{
+        k: v for k, v in config.items() if k.startswith("NOTIFICATIONS_WEBHOOK")}})
     task = task_in(workdir)
     task["notification"] = {"methods": ["email", "slack", "rabbithq", "webhook"], "params": {
         "email": {"recipient": "someone@example.org", "subject": "hello-world test job finished!",

@@ -84,6 +84,8 @@ def test_readme_examples_work_as_printed(service):
 
     errors = run(blocks["errors"])
     assert errors.returncode == 0
-    assert "Invalid partition name specified" in errors.stdout
-    assert '"status":502' in errors.stdout.replace(" ", "")
+    compact = errors.stdout.replace(" ", "")
+    assert "Invalid partition name specified" in errors.stdout and '"status":502' in compact
     assert "task.slurm.mem" in errors.stdout and "task.uuid" in errors.stdout
+    assert '"status":401' in compact and "Missing API key" in errors.stdout
+    assert '"status":403' in compact and "may not act for user 'other'" in errors.stdout

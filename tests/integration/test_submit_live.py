@@ -1,8 +1,6 @@
 """Submit and monitor against the real local Slurm: jobs run as their owner."""
 from __future__ import annotations
 
-import pytest
-
 import os
 import pwd
 import re
@@ -10,10 +8,9 @@ import socket
 import subprocess
 
 import bson
+import pytest
 
-from app import create_app
-from app.store import TaskStore
-from tests.integration.conftest import (PARTITION, TEST_USER, slurm_config, task_in,
+from tests.integration.conftest import (PARTITION, TEST_USER, live, slurm_config, task_in,
                                         wait_for_final)
 
 pytestmark = pytest.mark.slurm
@@ -76,7 +73,7 @@ def _closed_port() -> int:
 def test_slurmrestd_down_is_503_with_a_submit_failed_record(workdir):
     config = slurm_config(SLURM_BASE_URL=f"http://127.0.0.1:{_closed_port()}",
                           SLURM_API_VERSION="0.0.38")
-    client = create_app(config, store=TaskStore.in_memory(), environ={}).test_client()
+    client = live(config)[1]
     task = task_in(workdir)
     resp = client.post("/submit", json={"task": task})
     assert resp.status_code == 503
@@ -106,7 +103,7 @@ def test_service_token_mode_acts_as_the_user(workdir):
                            capture_output=True, text=True, check=True).stdout.strip()
     config = slurm_config(SLURM_JWT_HS256_KEY_FILE="", SLURM_USER_NAME="slurm",
                           SLURM_USER_TOKEN=token.partition("=")[2])
-    client = create_app(config, store=TaskStore.in_memory(), environ={}).test_client()
+    client = live(config)[1]
     task = task_in(workdir, cmd="id", params=["-un"])
     assert client.post("/submit", json={"task": task}).status_code == 200
     body = wait_for_final(client, task["uuid"])
@@ -118,7 +115,7 @@ def test_service_token_mode_acts_as_the_user(workdir):
 def test_bad_token_says_authentication_failed(workdir):
     config = slurm_config(SLURM_JWT_HS256_KEY_FILE="", SLURM_USER_TOKEN="not-a-jwt",
                           SLURM_API_VERSION="0.0.38")
-    client = create_app(config, store=TaskStore.in_memory(), environ={}).test_client()
+    client = live(config)[1]
     resp = client.post("/submit", json={"task": task_in(workdir)})
     assert resp.status_code == 502
     body = resp.get_json()

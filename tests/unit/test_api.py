@@ -9,7 +9,7 @@ import pytest
 
 from app.constants import TASK_METADATA, thaw
 from app.errors import SlurmRejected, SlurmTimeout, SlurmUnavailable
-from tests.conftest import hello_task, make_job
+from tests.conftest import authorized, hello_task, make_job
 
 
 def submit(client, task):
@@ -51,14 +51,14 @@ def test_duplicate_uuid_is_409_and_never_reaches_slurm(client, fake_slurm):
     assert len(fake_slurm.submitted) == 1
 
 
-def test_two_identical_requests_racing_queue_one_job(app, fake_slurm):
+def test_two_identical_requests_racing_queue_one_job(app, fake_slurm, keys):
     task = hello_task()
     gate = threading.Event()
     fake_slurm.submit_delay = gate          # first submit waits inside "Slurm"
     results = []
 
     def post():
-        results.append(app.test_client().post("/submit", json={"task": task}).status_code)
+        results.append(authorized(app, keys[1]["admin"]).post("/submit", json={"task": task}).status_code)
 
     threads = [threading.Thread(target=post) for _ in range(2)]
     for t in threads:
@@ -217,13 +217,19 @@ def test_registry_is_never_changed_by_requests(client):
         TASK_METADATA["generic"]["slurm"]["mem"] = 1      # read-only
 
 
+def hello_world_task(**changes):
+    task = hello_task(name="echo_hello_world", **changes)
+    del task["cmd"], task["params"]
+    return task
+
+
 def test_one_users_recipients_never_leak_into_another_users_task(client, store):
-    first = hello_task(name="echo_hello_world")
+    first = hello_world_task()
     first["notification"] = {"methods": ["slack"], "params": {"slack": {"channel": "#alice"}}}
-    other = hello_task(name="echo_hello_world")
+    other = hello_world_task()
     other["notification"] = {"methods": ["slack"]}
-    submit(client, first)
-    submit(client, other)
+    assert submit(client, first).status_code == 200
+    assert submit(client, other).status_code == 200
     assert store.get(other["uuid"])["task"]["notification"]["params"]["slack"] == {
         "msg": "The echo_hello_world task has finished."}
 

@@ -9,6 +9,7 @@ import pytest
 from app import create_app
 from app.config import SETTINGS, load_config, slurm_auth_from_config
 from app.errors import ConfigError
+from app.auth import MemoryKeyStore
 from app.memory_store import MemoryTaskStore
 from tests.conftest import ROOT
 
@@ -27,7 +28,7 @@ def test_bad_numbers_are_named():
 
 def test_no_credentials_fails_fast_naming_the_settings():
     with pytest.raises(ConfigError) as info:
-        create_app({}, store=MemoryTaskStore(), environ={})
+        create_app({}, store=MemoryTaskStore(), keys=MemoryKeyStore(), environ={})
     for key in ("SLURM_USER_TOKEN", "SLURM_JWT_HS256_KEY_BASE64", "SLURM_JWT_HS256_KEY_FILE"):
         assert key in info.value.message
 
@@ -56,7 +57,7 @@ def test_unreadable_key_file_is_named_without_its_content(tmp_path):
 
 def test_embedded_store_is_announced_loudly(caplog):
     key = base64.b64encode(b"k" * 32).decode()
-    create_app({"SLURM_JWT_HS256_KEY_BASE64": key}, environ={})
+    create_app({"SLURM_JWT_HS256_KEY_BASE64": key}, keys=MemoryKeyStore(), environ={})
     assert any("NOT kept across restarts" in r.getMessage() and r.levelname == "WARNING"
                for r in caplog.records)
 

@@ -9,7 +9,8 @@ from app import create_app
 from app.errors import DuplicateTask, StoreUnavailable
 from app.store import TaskStore
 from app.tasks import new_record
-from tests.conftest import FakeSlurmClient, hello_task
+from app.auth import ROLES
+from tests.conftest import FakeSlurmClient, authorized, hello_task, make_keys
 
 
 def record(uuid=None, state="PENDING", job_id=None):
@@ -72,8 +73,9 @@ def test_mongodb_down_is_503_and_nothing_reaches_slurm():
     collection = pymongo.MongoClient("mongodb://127.0.0.1:9", connect=False,
                                      serverSelectionTimeoutMS=200)["db"]["tasks"]
     slurm = FakeSlurmClient()
-    app = create_app({}, store=TaskStore(collection), slurm=slurm, environ={})
-    resp = app.test_client().post("/submit", json={"task": hello_task()})
+    keys, plain = make_keys(admin=("*", ROLES))
+    app = create_app({}, store=TaskStore(collection), slurm=slurm, keys=keys, environ={})
+    resp = authorized(app, plain["admin"]).post("/submit", json={"task": hello_task()})
     assert resp.status_code == 503
     body = resp.get_json()
     assert body["code"] == "store_unavailable" and "MongoDB" in body["message"]

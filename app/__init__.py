@@ -61,7 +61,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
         MAX_CONTENT_LENGTH=config["SLURM_PROXY_MAX_BODY_BYTES"],
         API_TITLE="slurm-proxy",
         API_VERSION="1.0",
-        OPENAPI_VERSION="3.0.3",
+        OPENAPI_VERSION="3.1.0",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         API_SPEC_OPTIONS={

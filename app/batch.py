@@ -83,7 +83,7 @@ def build_submission(plan: Mapping[str, Any]) -> JobSubmission:
         environment=dict(slurm["environment"]),
         comment=f"slurm-proxy:{plan['uuid']}",
         partition=slurm.get("partition"),
-        time_limit=slurm.get("time"),
+        time_limit=slurm.get("time") or None,      # 0: the partition's default
         memory_per_node=slurm.get("mem"),
         nodes=slurm.get("nodes"),
         tasks_per_node=slurm.get("ntasks_per_node"),

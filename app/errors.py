@@ -131,9 +131,9 @@ def describe_fields(flat: dict[str, list[str]]) -> str:
     return "Invalid request: " + "; ".join(parts)
 
 
-def error_response(status: int, code: str, message: str, errors=None):
+def error_response(status: int, code: str, message: str, errors=None, headers=None):
     body = {"code": code, "status": status, "message": message, "errors": errors or {}}
-    return jsonify(body), status
+    return jsonify(body), status, headers or {}
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -141,7 +141,8 @@ def register_error_handlers(app: Flask) -> None:
     def _proxy_error(exc: SlurmProxyError):
         if exc.status >= 500:
             logger.warning("%s: %s", exc.code, exc.message)
-        return error_response(exc.status, exc.code, exc.message, exc.errors)
+        headers = {"WWW-Authenticate": 'Bearer realm="slurm-proxy"'} if exc.status == 401 else None
+        return error_response(exc.status, exc.code, exc.message, exc.errors, headers)
 
     @app.errorhandler(ValidationError)
     def _validation_error(exc: ValidationError):
@@ -151,6 +152,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         status = exc.code or 500
+        # Keep what the exception says in headers (Allow on 405, Retry-After on 429).
+        headers = {k: v for k, v in exc.get_headers()
+                   if k.lower() not in ("content-type", "content-length")}
         data = getattr(exc, "data", None) or {}
         messages = data.get("messages")
         if messages:
@@ -161,16 +165,18 @@ def register_error_handlers(app: Flask) -> None:
                     unwrapped.update(loc if isinstance(loc, dict) else {"body": loc})
                 messages = unwrapped
             flat = flatten_messages(messages)
-            return error_response(status, "invalid_request", describe_fields(flat), flat)
+            return error_response(status, "invalid_request", describe_fields(flat), flat, headers)
         code = {
             400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-            413: "body_too_large", 415: "unsupported_media_type",
+            413: "body_too_large", 415: "unsupported_media_type", 429: "rate_limited",
         }.get(status, "http_error")
         message = exc.description or exc.name
         if status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = f"Request body is larger than the limit of {limit} bytes."
-        return error_response(status, code, message)
+        if status == 429:
+            message = f"Too many requests ({exc.description}); retry after the Retry-After seconds."
+        return error_response(status, code, message, headers=headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

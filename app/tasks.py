@@ -29,11 +29,21 @@ REQUIRED_NOTIFICATION_PARAMS = {"email": ("recipient",), "gmail": ("recipient",)
 
 
 def plan_task(task: Mapping[str, Any]) -> dict[str, Any]:
-    """The registry entry with the request merged over it, checked for completeness."""
+    """The registry entry with the request merged over it, checked against the task
+    type's rules (which command it runs) and for complete notification settings."""
+    entry = constants.TASK_METADATA[task["name"]]
+    errors: dict[str, list[str]] = {}
+    if entry["requires_cmd"] and not task.get("cmd"):
+        errors["task.cmd"] = [f"Task name {task['name']!r} runs the request's own command: "
+                              f"set task.cmd."]
+    if not entry["allows_cmd"]:
+        for key in ("cmd", "params"):
+            if key in task:
+                errors[f"task.{key}"] = [f"Not allowed for task name {task['name']!r}, "
+                                         f"which runs its own command."]
+    if errors:
+        raise_invalid(errors)
     plan = constants.resolve_task(task)
-    if not plan.get("cmd"):
-        raise InvalidRequest("task.cmd: the task has no command to run.",
-                             errors={"task.cmd": ["Missing data for required field."]})
     missing = {
         f"task.notification.params.{method}.{key}": ["Missing data for required field."]
         for method in plan["notification"]["methods"]
@@ -41,9 +51,13 @@ def plan_task(task: Mapping[str, Any]) -> dict[str, Any]:
         if not plan["notification"]["params"].get(method, {}).get(key)
     }
     if missing:
-        raise InvalidRequest("Invalid request: " + "; ".join(
-            f"{k}: Missing data for required field." for k in sorted(missing)), errors=missing)
+        raise_invalid(missing)
     return plan
+
+
+def raise_invalid(errors: dict[str, list[str]]) -> None:
+    raise InvalidRequest("Invalid request: " + "; ".join(
+        f"{k}: {' '.join(v)}" for k, v in sorted(errors.items())), errors=errors)
 
 
 def new_record(task: dict[str, Any], *, state: str, source: str,
@@ -124,8 +138,7 @@ def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey
     policy.check_user(task["username"], services.config)
     errors = policy.check_notification_targets(task.get("notification") or {}, services.config)
     if errors:
-        raise InvalidRequest("Invalid request: " + "; ".join(
-            f"{k}: {' '.join(v)}" for k, v in sorted(errors.items())), errors=errors)
+        raise_invalid(errors)
     state = monitor.get("slurm_job_state") or "PENDING"
     record = new_record(task, state=state, source="monitor", job_id=monitor["slurm_job_id"])
     services.store.insert(record)

@@ -32,6 +32,9 @@ class ProxyErrorSchema(Schema):
 
 ERROR_RESPONSES = {
     400: "Invalid request; `errors` names each bad field.",
+    401: "No API key, or an invalid or revoked one.",
+    403: "The key may not act for this user, or lacks the role.",
+    429: "Too many requests for this key; see Retry-After.",
     404: "No such task.",
     409: "A task with this uuid exists already.",
     413: "Request body too large.",
@@ -42,9 +45,10 @@ ERROR_RESPONSES = {
 
 
 def document_errors(blp: Blueprint, *codes: int):
-    """Declare the JSON error responses of a view in the OpenAPI document."""
+    """Declare the JSON error responses of a view in the OpenAPI document (with the
+    401/403/429 every authenticated route can answer)."""
     def decorator(func):
-        for code in codes:
+        for code in sorted(set(codes) | {401, 403, 429}):
             func = blp.alt_response(code, description=ERROR_RESPONSES[code],
                                     schema=ProxyErrorSchema)(func)
         return func

@@ -3,6 +3,10 @@
 Every string that can reach a batch script, a Slurm option or a log line goes through
 ``Text``, which refuses control characters: a newline in ``job_name`` can never become
 a new script line, a NUL can never cut a path short.
+
+Each field validates with the same regular expression it publishes in the OpenAPI
+document (``metadata``), so the document says exactly what the service accepts: a
+client, or schemathesis, can rely on it both ways.
 """
 from __future__ import annotations
 
@@ -12,18 +16,29 @@ import uuid as uuid_module
 
 from marshmallow import ValidationError, fields, validate
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_EXCEPT_NL_TAB = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TIME_PATTERNS = (
-    re.compile(r"^(?P<m>\d+)$"),
-    re.compile(r"^(?P<m>\d+):(?P<s>\d+)$"),
-    re.compile(r"^(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)$"),
-    re.compile(r"^(?P<d>\d+)-(?P<h>\d+)$"),
-    re.compile(r"^(?P<d>\d+)-(?P<h>\d+):(?P<m>\d+)$"),
-    re.compile(r"^(?P<d>\d+)-(?P<h>\d+):(?P<m>\d+):(?P<s>\d+)$"),
-)
+C = r"\x00-\x1f\x7f-\x9f"                    # control characters (C0, DEL, C1)
+C_MULTILINE = r"\x00-\x08\x0b-\x1f\x7f-\x9f"  # the same, but newline and tab allowed
+NO_CONTROL = rf"^[^{C}]*$"
+NO_CONTROL_MULTILINE = rf"^[^{C_MULTILINE}]*$"
+# A path segment that is not "..": empty, ".", or anything else without "/".
+_SEGMENT = rf"(|[^./{C}][^/{C}]*|\.|\.[^./{C}][^/{C}]*|\.\.[^/{C}]+)"
+ABSOLUTE_PATH = rf"^(/{_SEGMENT})+$"
+FILE_NAME = rf"^([^./{C}][^/{C}]*|\.[^./{C}][^/{C}]*|\.\.[^/{C}]+)$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_ITEM = rf"^[A-Za-z_][A-Za-z0-9_]*=[^{C}]*$"
+# Slurm time strings, with digit counts that keep every value within MAX_TIME_MINUTES.
+TIME_STRING = (r"^(\d{1,5}|\d{1,5}:\d{1,2}|\d{1,3}:\d{1,2}:\d{1,2}|\d{1,2}-\d{1,2}"
+               r"|\d{1,2}-\d{1,2}:\d{1,2}|\d{1,2}-\d{1,2}:\d{1,2}:\d{1,2})$")
 MAX_TIME_MINUTES = 365 * 24 * 60
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+HTTP_URL = rf"^https?://{_LABEL}(\.{_LABEL})*(:{_PORT})?(/[^\s{C}]*)?$"
+MAX_ENV = 256
+
+
+def _check(pattern: str, value: str, message: str) -> None:
+    if not re.fullmatch(pattern, value):
+        raise ValidationError(message)
 
 
 class Text(fields.String):
@@ -33,12 +48,15 @@ class Text(fields.String):
         given = kwargs.pop("validate", None) or []
         validators = list(given) if isinstance(given, (list, tuple)) else [given]
         validators.append(validate.Length(max=max_length))
-        super().__init__(*args, validate=validators, **kwargs)
-        self._pattern = _CONTROL_EXCEPT_NL_TAB if multiline else _CONTROL
+        self._pattern = NO_CONTROL_MULTILINE if multiline else NO_CONTROL
+        metadata = dict(kwargs.pop("metadata", {}) or {})
+        if not any(isinstance(v, validate.Regexp) for v in validators):
+            metadata.setdefault("pattern", self._pattern)
+        super().__init__(*args, validate=validators, metadata=metadata, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
-        found = self._pattern.search(text)
+        found = re.search(rf"[{C_MULTILINE if self._pattern == NO_CONTROL_MULTILINE else C}]", text)
         if found:
             raise ValidationError(
                 f"Control characters are not allowed (found {found.group()!r} "
@@ -50,7 +68,7 @@ class AbsolutePath(Text):
     """An absolute POSIX path with no ``..`` segment, returned normalised."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, max_length=1024, **kwargs)
+        super().__init__(*args, max_length=1024, metadata={"pattern": ABSOLUTE_PATH}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         path = super()._deserialize(value, attr, data, **kwargs)
@@ -65,17 +83,19 @@ class FileName(Text):
     """A plain file name: no '/', not '.' or '..'."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, max_length=255, **kwargs)
+        super().__init__(*args, max_length=255, metadata={"pattern": FILE_NAME}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         name = super()._deserialize(value, attr, data, **kwargs)
-        if "/" in name or name in {"", ".", ".."}:
-            raise ValidationError("Must be a file name without '/' (it is placed in task.dirs).")
+        _check(FILE_NAME, name, "Must be a file name without '/' (it is placed in task.dirs).")
         return name
 
 
 class TaskUUID(fields.String):
     """A UUID in any of its usual spellings, stored in canonical lower-case form."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, metadata={"format": "uuid"}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -95,38 +115,55 @@ class SlurmTime(fields.Field):
     """A time limit: minutes as an integer, or a Slurm time string; loads as minutes.
 
     Accepted strings are Slurm's: "M", "M:S", "H:M:S", "D-H", "D-H:M", "D-H:M:S".
-    Seconds round up to the next minute (Slurm's own rounding).
+    Seconds round up to the next minute (Slurm's own rounding). 0 means no explicit
+    limit: the partition's default applies.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, metadata={"oneOf": [
+            {"type": "integer", "minimum": 0, "maximum": MAX_TIME_MINUTES},
+            {"type": "string", "pattern": TIME_STRING}],
+            "description": "Minutes, or a Slurm time string (M, M:S, H:M:S, D-H, D-H:M, "
+                           "D-H:M:S); 0: the partition's default."}, **kwargs)
+
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ValidationError("Must be minutes (an integer) or a Slurm time string.")
-        if isinstance(value, int):
-            minutes = value
-        elif isinstance(value, str):
-            minutes = parse_slurm_time(value)
-        else:
-            raise ValidationError("Must be minutes (an integer) or a Slurm time string.")
-        if not 1 <= minutes <= MAX_TIME_MINUTES:
-            raise ValidationError(f"Must be between 1 minute and {MAX_TIME_MINUTES} minutes.")
+        minutes = value if isinstance(value, int) else parse_slurm_time(value)
+        if not 0 <= minutes <= MAX_TIME_MINUTES:
+            raise ValidationError(f"Must be between 0 and {MAX_TIME_MINUTES} minutes.")
         return minutes
 
 
 def parse_slurm_time(text: str) -> int:
-    text = text.strip()
-    for pattern in _TIME_PATTERNS:
-        match = pattern.match(text)
-        if match:
-            parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
-            seconds = (parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600
-                       + parts.get("m", 0) * 60 + parts.get("s", 0))
-            return -(-seconds // 60)
-    raise ValidationError(
-        "Not a Slurm time: use minutes, M:S, H:M:S, D-H, D-H:M or D-H:M:S.")
+    _check(TIME_STRING, text, "Not a Slurm time: use minutes, M:S, H:M:S, D-H, D-H:M or D-H:M:S.")
+    days, _, rest = text.rpartition("-") if "-" in text else ("0", "", text)
+    parts = [int(p) for p in rest.split(":")]
+    if "-" in text:                     # D-H, D-H:M, D-H:M:S
+        h, m, s = (parts + [0, 0])[:3]
+    elif len(parts) == 3:               # H:M:S
+        h, m, s = parts
+    elif len(parts) == 2:               # M:S
+        h, m, s = 0, parts[0], parts[1]
+    else:                               # M
+        h, m, s = 0, parts[0], 0
+    seconds = int(days) * 86400 + h * 3600 + m * 60 + s
+    return -(-seconds // 60)
 
 
 class Environment(fields.Field):
-    """``"K=V"``, a list of ``"K=V"``, or an object; loads as an ordered dict."""
+    """``"K=V"``, a list of ``"K=V"``, or an object of strings; loads as a dict."""
+
+    def __init__(self, *args, **kwargs):
+        item = {"type": "string", "pattern": ENV_ITEM, "maxLength": 4096}
+        super().__init__(*args, metadata={"oneOf": [
+            item,
+            {"type": "array", "items": item, "maxItems": MAX_ENV},
+            {"type": "object", "maxProperties": MAX_ENV, "propertyNames": {"pattern": ENV_NAME},
+             "additionalProperties": {"type": "string", "pattern": NO_CONTROL, "maxLength": 4096}}],
+            "description": 'Default "PATH=/bin/:/usr/bin/:/sbin/"; PATH is always set.'}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
@@ -139,27 +176,49 @@ class Environment(fields.Field):
             raise ValidationError('Must be "K=V", a list of "K=V" strings, or an object.')
         env: dict[str, str] = {}
         if items is not None:
-            if len(items) > 256:
-                raise ValidationError("At most 256 variables.")
+            if len(items) > MAX_ENV:
+                raise ValidationError(f"At most {MAX_ENV} variables.")
             for item in items:
-                if not isinstance(item, str) or "=" not in item:
-                    raise ValidationError(f'Each entry must be a "K=V" string, got {item!r:.80}.')
+                if not isinstance(item, str) or len(item) > 4096 or not re.fullmatch(ENV_ITEM, item):
+                    raise ValidationError(f'Each entry must be a "NAME=value" string, got {item!r:.80}.')
                 key, _, val = item.partition("=")
                 env[key] = val
-        else:
-            if len(value) > 256:
-                raise ValidationError("At most 256 variables.")
-            for key, val in value.items():
-                if isinstance(val, bool) or not isinstance(val, (str, int, float)):
-                    raise ValidationError(f"The value of {key!r:.80} must be a string.")
-                env[str(key)] = str(val)
-        for key, val in env.items():
-            if not _ENV_NAME.match(key):
+            return env
+        if len(value) > MAX_ENV:
+            raise ValidationError(f"At most {MAX_ENV} variables.")
+        for key, val in value.items():
+            if not re.fullmatch(ENV_NAME, key):
                 raise ValidationError(f"{key!r:.80} is not a valid variable name.")
-            if _CONTROL.search(val) or len(val) > 4096:
-                raise ValidationError(f"The value of {key} has control characters or is too long.")
+            if not isinstance(val, str) or len(val) > 4096 or not re.fullmatch(NO_CONTROL, val):
+                raise ValidationError(f"The value of {key} must be a string without control "
+                                      f"characters, at most 4096 long.")
+            env[key] = val
         return env
 
 
+class HttpUrl(fields.String):
+    """An http(s) URL with a host name or IPv4 address (where it may go is policy)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, validate=validate.Length(max=2048),
+                         metadata={"pattern": HTTP_URL, "format": "uri"}, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        url = super()._deserialize(value, attr, data, **kwargs)
+        _check(HTTP_URL, url, "Must be an http(s) URL with a host, e.g. https://hooks.example.org/x.")
+        return url
+
+
+class WholeNumber(fields.Integer):
+    """A JSON integer: 5 or 5.0 (JSON Schema's "integer"), never "5", 5.5 or true."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError("Not a valid integer.")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def strict_int(minimum: int = 1, maximum: int = 1_000_000, **kwargs) -> fields.Integer:
-    return fields.Integer(strict=True, validate=validate.Range(min=minimum, max=maximum), **kwargs)
+    return WholeNumber(validate=validate.Range(min=minimum, max=maximum), **kwargs)

@@ -6,10 +6,10 @@ request.
 """
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate
 
 from ..constants import NOTIFICATION_METHOD_ALIASES, NOTIFICATION_METHODS
-from .fields import Text
+from .fields import HttpUrl, Text
 
 TERMINAL_AND_REPORTABLE_STATES = (
     "PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
@@ -22,6 +22,11 @@ class Recipients(fields.Field):
     """One address or a list of them (at most 20)."""
 
     _email = fields.Email()
+
+    def __init__(self, *args, **kwargs):
+        email = {"type": "string", "format": "email"}
+        super().__init__(*args, metadata={"oneOf": [
+            email, {"type": "array", "items": email, "minItems": 1, "maxItems": 20}]}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         items = value if isinstance(value, list) else [value]
@@ -53,7 +58,7 @@ class RabbitMQParams(Schema):
 
 
 class WebhookParams(Schema):
-    url = fields.Url(schemes={"https", "http"})
+    url = HttpUrl()
     msg = Text(max_length=20_000, multiline=True)
 
 
@@ -66,9 +71,6 @@ PARAMS_SCHEMAS: dict[str, type[Schema]] = {
 }
 assert set(PARAMS_SCHEMAS) == set(NOTIFICATION_METHODS)
 
-# One instance per method: schemas are reusable, and building one costs more than a load.
-PARAMS_LOADERS: dict[str, Schema] = {name: cls() for name, cls in PARAMS_SCHEMAS.items()}
-
 METHOD_CHOICES = tuple(NOTIFICATION_METHODS) + tuple(NOTIFICATION_METHOD_ALIASES)
 
 
@@ -76,45 +78,38 @@ def canonical_method(name: str) -> str:
     return NOTIFICATION_METHOD_ALIASES.get(name, name)
 
 
+class ParamsSchema(Schema):
+    """Each method's own settings; ``rabbithq`` is read as ``rabbitmq``."""
+
+    email = fields.Nested(EmailParams)
+    gmail = fields.Nested(EmailParams)
+    slack = fields.Nested(SlackParams)
+    rabbitmq = fields.Nested(RabbitMQParams)
+    rabbithq = fields.Nested(RabbitMQParams)
+    webhook = fields.Nested(WebhookParams)
+
+
 class NotificationSchema(Schema):
     methods = fields.List(
         fields.String(validate=validate.OneOf(
             METHOD_CHOICES, error="Unknown method {input!r}; use one of: {choices}.")),
-        validate=validate.Length(max=len(NOTIFICATION_METHODS)))
-    params = fields.Dict(keys=fields.String(), values=fields.Dict())
+        validate=validate.Length(max=len(METHOD_CHOICES)))
+    params = fields.Nested(ParamsSchema)
     on = fields.List(fields.String(validate=validate.OneOf(TERMINAL_AND_REPORTABLE_STATES)),
                      validate=validate.Length(max=len(TERMINAL_AND_REPORTABLE_STATES)))
 
-    @pre_load
+    @post_load
     def _aliases(self, data, **kwargs):
         """``rabbithq`` (the reference README's spelling) means ``rabbitmq``."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        if isinstance(data.get("methods"), list):
-            seen: list = []
-            for m in data["methods"]:
-                m = canonical_method(m) if isinstance(m, str) else m
-                if m not in seen:
-                    seen.append(m)
-            data["methods"] = seen
-        if isinstance(data.get("params"), dict):
-            data["params"] = {canonical_method(k) if isinstance(k, str) else k: v
-                              for k, v in data["params"].items()}
+        methods: list = []
+        for method in data.get("methods", []):
+            method = canonical_method(method)
+            if method not in methods:
+                methods.append(method)
+        if "methods" in data:
+            data["methods"] = methods
+        params = data.get("params")
+        if params and "rabbithq" in params:
+            alias = params.pop("rabbithq")
+            params.setdefault("rabbitmq", alias)
         return data
-
-    @validates_schema
-    def _check_params(self, data, **kwargs):
-        errors: dict = {}
-        for method, params in (data.get("params") or {}).items():
-            loader = PARAMS_LOADERS.get(method)
-            if loader is None:
-                errors[method] = [f"Unknown method {method!r}; use one of: "
-                                  f"{', '.join(METHOD_CHOICES)}."]
-                continue
-            try:
-                data["params"][method] = loader.load(params)
-            except ValidationError as exc:
-                errors[method] = exc.messages
-        if errors:
-            raise ValidationError({"params": errors})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, fields, validate
 
 from ..constants import TASK_METADATA
 from .fields import (AbsolutePath, Environment, FileName, SlurmTime, TaskUUID, Text,
@@ -34,9 +34,9 @@ class SlurmSchema(Schema):
 
 class DirsSchema(Schema):
     parent = AbsolutePath()
-    error = AbsolutePath()
+    error = AbsolutePath(required=True)
     input = AbsolutePath()
-    output = AbsolutePath()
+    output = AbsolutePath(required=True)
 
 
 _username = dict(validate=validate.Regexp(USERNAME, error="Not a valid user name."))
@@ -56,31 +56,6 @@ class TaskSchema(Schema):
     params = fields.List(Text(), validate=validate.Length(max=256))
     notification = fields.Nested(NotificationSchema)
 
-    @validates_schema
-    def _check_task_type(self, data, **kwargs):
-        entry = TASK_METADATA.get(data.get("name"))
-        if entry is None:
-            return
-        if entry["requires_cmd"] and not data.get("cmd"):
-            raise ValidationError(
-                f"Task name {data['name']!r} runs the request's own command: set task.cmd.",
-                field_name="cmd")
-        if not entry["allows_cmd"]:
-            given = [k for k in ("cmd", "params") if k in data]
-            if given:
-                raise ValidationError({k: [f"Not allowed for task name {data['name']!r}, "
-                                           f"which runs its own command."] for k in given})
-
-    @validates_schema
-    def _check_dirs(self, data, **kwargs):
-        dirs = data.get("dirs")
-        if dirs is None:
-            return
-        missing = [k for k in ("output", "error") if k not in dirs]
-        if missing:
-            raise ValidationError({"dirs": {k: ["Missing data for required field."]
-                                            for k in missing}})
-
 
 class SubmitSchema(Schema):
     task = fields.Nested(TaskSchema, required=True)
@@ -94,14 +69,6 @@ class MonitorTaskSchema(TaskSchema):
     cwd = AbsolutePath()
     slurm = fields.Nested(SlurmSchema)
     dirs = fields.Nested(DirsSchema)
-
-    @validates_schema
-    def _check_task_type(self, data, **kwargs):
-        """A job submitted elsewhere has its own command; nothing to require."""
-
-    @validates_schema
-    def _check_dirs(self, data, **kwargs):
-        """Optional here."""
 
 
 SLURM_JOB_STATES = (

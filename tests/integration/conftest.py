@@ -62,10 +62,12 @@ def slurm_config(**extra):
 
 def live(config=None, **kw):
     """An app on the real cluster with an admin key, and a client sending it."""
-    keys, plain = make_keys(admin=("*", ROLES))
+    keys = kw.pop("keys", None) or make_keys()[0]
+    plaintext, record = new_key("admin", ["*"], ROLES)
+    keys.add(record)
     app = create_app(config or slurm_config(), store=kw.pop("store", None) or MemoryTaskStore(),
                      keys=keys, environ={}, **kw)
-    return app, authorized(app, plain["admin"])
+    return app, authorized(app, plaintext)
 
 
 @pytest.fixture

@@ -31,7 +31,10 @@ BAD = [
     ("slurm.mem", True, "task.slurm.mem"),
     ("slurm.nodes", -1, "task.slurm.nodes"),
     ("slurm.time", "1:2:3:4", "task.slurm.time"),
-    ("slurm.time", 0, "task.slurm.time"),
+    ("slurm.time", -1, "task.slurm.time"),
+    ("slurm.time", 525601, "task.slurm.time"),
+    ("slurm.time", "123456", "task.slurm.time"),
+    ("slurm.time", "1:2:3:4", "task.slurm.time"),
     ("slurm.time", [5], "task.slurm.time"),
     ("slurm.partition", "a b", "task.slurm.partition"),
     ("slurm.job_name", "x\n#SBATCH --uid=0", "task.slurm.job_name"),
@@ -107,6 +110,11 @@ def test_email_needs_a_recipient_after_merge(client):
 def test_time_is_minutes_or_a_slurm_time_string(given, minutes):
     loaded = SubmitSchema().load(with_change("slurm.time", given))
     assert loaded["task"]["slurm"]["time"] == minutes
+
+
+def test_time_zero_leaves_the_limit_to_the_partition(client, fake_slurm):
+    assert client.post("/submit", json=with_change("slurm.time", 0)).status_code == 200
+    assert fake_slurm.submitted[0][0].time_limit is None
 
 
 @pytest.mark.parametrize("given,expected", [

@@ -1,0 +1,42 @@
+"""schemathesis against the live app, with the real local Slurm behind it: up to 500
+generated requests per operation (positive and negative), every check schemathesis
+has: no 5xx, every status and body as documented, invalid input refused, valid input
+accepted, auth enforced, 405 with Allow."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from app.auth import ROLES
+from tests.conftest import make_keys
+from tests.integration.conftest import live, slurm_config
+
+pytestmark = pytest.mark.slurm
+
+KEYS, PLAIN = make_keys(fuzz=(["someone"], ROLES))
+HEADERS = {"Authorization": f"Bearer {PLAIN['fuzz']}"}
+APP, _ = live({**slurm_config(), "SLURM_PROXY_RATE_LIMIT": "",
+               "SLURM_PROXY_ALLOWED_PATH_PREFIXES": "/home/{username}/fuzz,/tmp/slurm-proxy-fuzz"},
+              keys=KEYS)
+SEEN: Counter = Counter()
+schema = schemathesis.openapi.from_wsgi("/openapi.json", APP, headers=HEADERS)
+
+
+@schema.parametrize()
+@settings(max_examples=500, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_schema(case):
+    SEEN[case.operation.label] += 1
+    case.call_and_validate(headers=HEADERS)
+
+
+def test_every_operation_got_at_least_500_requests():
+    if not SEEN:
+        pytest.skip("run together with test_api_conforms_to_its_schema")
+    print("generated requests per operation:", dict(sorted(SEEN.items())))
+    assert len(SEEN) == len(list(schema.get_all_operations())) == 10
+    for operation, count in SEEN.items():
+        assert count >= 500, (operation, count)

@@ -1,0 +1,269 @@
+"""Authentication, authorization, hostile input, outbound limits, rate limits, docs."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+
+from app import create_app
+from app.auth import ROLES, FileKeyStore
+from app.errors import ConfigError
+from app.keys import main as keys_main
+from tests.conftest import HELLO_TASK, authorized, hello_task, make_job, make_keys
+
+
+def routes(app):
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in ("static",):
+            continue
+        url = re.sub(r"<(?:int:)?[^>]+>", "1", rule.rule.replace("<path:filename>", "x.js"))
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield rule.endpoint, method, url
+
+
+def test_every_route_but_health_refuses_a_request_without_a_key(app):
+    anonymous = app.test_client()
+    checked = 0
+    for endpoint, method, url in routes(app):
+        resp = anonymous.open(url, method=method, json={})
+        if endpoint in ("health.healthz", "health.readyz"):
+            assert resp.status_code == 200, url
+            continue
+        checked += 1
+        assert resp.status_code == 401, (method, url, resp.status_code)
+        assert resp.get_json()["code"] == "unauthorized"
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert checked >= 12
+    assert anonymous.get("/no/such/route").status_code == 401
+
+
+@pytest.mark.parametrize("header", [
+    "Bearer sp_000000000000_notarealkeynotarealkeynotarealkey",
+    "Bearer sp_short", "Basic dXNlcjpwYXNz", "Bearer", "bearer  ",
+])
+def test_bad_keys_are_401(app, header):
+    resp = app.test_client().get("/monitor/task_uuid/x", headers={"Authorization": header})
+    assert resp.status_code == 401
+
+
+def test_revoked_key_is_401(app, keys):
+    store, plain = keys
+    key_id = plain["someone"].split("_")[1]
+    client = authorized(app, plain["someone"])
+    assert client.get("/monitor/task_uuid/x").status_code == 404
+    assert store.revoke(key_id)
+    assert client.get("/monitor/task_uuid/x").status_code == 401
+
+
+def test_roles(app, keys):
+    reader = authorized(app, keys[1]["reader"])
+    resp = reader.post("/submit", json={"task": hello_task()})
+    assert resp.status_code == 403 and "'submit' role" in resp.get_json()["message"]
+    someone = authorized(app, keys[1]["someone"])
+    assert someone.get("/slurm/ping").status_code == 403          # admin only
+
+
+def test_a_key_only_acts_for_its_users(app, keys, fake_slurm, store):
+    someone = authorized(app, keys[1]["someone"])
+    other_task = hello_task(username="other", cwd="/home/other")
+    resp = someone.post("/submit", json={"task": other_task})
+    assert resp.status_code == 403
+    assert "may not act for user 'other'" in resp.get_json()["message"]
+    assert fake_slurm.submitted == [] and store.get(other_task["uuid"]) is None
+    # another user's task is not readable, by uuid or by job id
+    other = authorized(app, keys[1]["other"])
+    assert other.post("/submit", json={"task": other_task}).status_code == 200
+    job_id = store.get(other_task["uuid"])["slurm_job_id"]
+    assert someone.get(f"/monitor/task_uuid/{other_task['uuid']}").status_code == 403
+    assert someone.get(f"/monitor/slurm_job_id/{job_id}").status_code == 403
+    monitor = {"monitor": {"task": {"uuid": "0f0e0d0c-0b0a-4000-8000-000000000009",
+                                    "username": "other"}, "slurm_job_id": 5}}
+    assert someone.post("/monitor", json=monitor).status_code == 403
+
+
+def test_root_is_never_acted_for_even_with_a_star_key(client, fake_slurm):
+    resp = client.post("/submit", json={"task": hello_task(username="root", cwd="/root")})
+    assert resp.status_code == 403 and "never acts for user 'root'" in resp.get_json()["message"]
+    assert fake_slurm.submitted == []
+
+
+def test_authentication_off_is_loopback_only(store, fake_slurm):
+    with pytest.raises(ConfigError, match="loopback"):
+        create_app({"SLURM_PROXY_AUTH": False, "SLURM_PROXY_HOST": "0.0.0.0"},
+                   store=store, slurm=fake_slurm, environ={})
+    app = create_app({"SLURM_PROXY_AUTH": False}, store=store, slurm=fake_slurm, environ={})
+    assert app.test_client().post("/submit", json={"task": hello_task()}).status_code == 200
+
+
+def task_with(**changes):
+    task = copy.deepcopy(HELLO_TASK)
+    task["uuid"] = hello_task()["uuid"]
+    for path, value in changes.items():
+        node = task
+        *parents, last = path.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return {"task": task}
+
+
+HOSTILE = [
+    ("oversized body", b"{" + b" " * (2 * 1024 * 1024) + b"}", 413, None),
+    ("malformed JSON", b'{"task": {', 400, "body"),
+    ("not UTF-8", b'{"task": "\xc3\x28"}', 400, "body"),
+    ("huge array", json.dumps(task_with(params=["x"] * 10_000)).encode(), 400, "task.params"),
+    ("huge string", json.dumps(task_with(cmd="x" * 100_000)).encode(), 400, "task.cmd"),
+    ("NUL in a path", json.dumps(task_with(cwd="/home/someone\x00/x")).encode(), 400, "task.cwd"),
+    ("newline + #SBATCH in job name", json.dumps(task_with(
+        slurm__job_name="x\n#SBATCH --uid=0")).encode(), 400, "task.slurm.job_name"),
+    ("newline in a parameter", json.dumps(task_with(params=["a\nrm -rf ~"])).encode(), 400,
+     "task.params.0"),
+    ("carriage return in partition", json.dumps(task_with(slurm__partition="a\rb")).encode(), 400,
+     "task.slurm.partition"),
+    ("relative path", json.dumps(task_with(dirs__output="out")).encode(), 400, "task.dirs.output"),
+    ("dot-dot segment", json.dumps(task_with(dirs__error="/home/someone/../../etc")).encode(), 400,
+     "task.dirs.error"),
+    ("path in a file name", json.dumps(task_with(slurm__output="../../.bashrc")).encode(), 400,
+     "task.slurm.output"),
+    ("wrong type", json.dumps(task_with(slurm__nodes="1; rm -rf /")).encode(), 400, "task.slurm.nodes"),
+    ("escape in environment", json.dumps(task_with(slurm__environment={"A": "\x1b]0;x"})).encode(),
+     400, "task.slurm.environment"),
+    ("command for a canned task type", json.dumps({"task": {**task_with()["task"],
+                                                            "name": "echo_hello_world"}}).encode(),
+     400, "task.cmd"),
+    ("webhook to cloud metadata", json.dumps(task_with(notification={
+        "methods": ["webhook"], "params": {"webhook": {"url": "http://169.254.169.254/latest"}}})).encode(),
+     400, "task.notification.params.webhook.url"),
+    ("webhook to loopback over https", json.dumps(task_with(notification={
+        "methods": ["webhook"], "params": {"webhook": {"url": "https://127.0.0.1:8443/x"}}})).encode(),
+     400, "task.notification.params.webhook.url"),
+    ("webhook to a private address", json.dumps(task_with(notification={
+        "methods": ["webhook"], "params": {"webhook": {"url": "https://10.1.2.3/hook"}}})).encode(),
+     400, "task.notification.params.webhook.url"),
+    ("webhook to localhost", json.dumps(task_with(notification={
+        "methods": ["webhook"], "params": {"webhook": {"url": "https://localhost/hook"}}})).encode(),
+     400, "task.notification.params.webhook.url"),
+    ("webhook with credentials", json.dumps(task_with(notification={
+        "methods": ["webhook"], "params": {"webhook": {"url": "https://u:p@hooks.example.org/"}}})).encode(),
+     400, "task.notification.params.webhook.url"),
+]
+
+
+@pytest.mark.parametrize("name,body,status,field", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_input_is_refused_with_no_side_effect(client, fake_slurm, store, name, body,
+                                                      status, field):
+    resp = client.post("/submit", data=body, content_type="application/json")
+    assert resp.status_code == status, resp.get_data()[:300]
+    assert resp.is_json
+    if field:
+        assert field in resp.get_json()["errors"], resp.get_json()
+    assert fake_slurm.submitted == []
+    assert store.active_tasks() == []
+
+
+def confined_app(store, fake_slurm, keys, **config):
+    return authorized(create_app(config, store=store, slurm=fake_slurm, keys=keys[0], environ={}),
+                      keys[1]["admin"])
+
+
+def test_paths_outside_the_allowed_prefixes_are_refused(store, fake_slurm, keys):
+    client = confined_app(store, fake_slurm, keys,
+                          SLURM_PROXY_ALLOWED_PATH_PREFIXES="/home/{username},/project")
+    assert client.post("/submit", json=task_with()).status_code == 200
+    body = task_with(cwd="/etc", dirs__output="/home/other/out", dirs__error="/project/x")
+    resp = client.post("/submit", json=body)
+    assert resp.status_code == 400
+    assert set(resp.get_json()["errors"]) == {"task.cwd", "task.dirs.output"}
+    assert len(fake_slurm.submitted) == 1
+
+
+def test_notification_targets_outside_the_allowlists_are_refused(store, fake_slurm, keys):
+    client = confined_app(store, fake_slurm, keys, NOTIFICATIONS_SMTP_ALLOWED_DOMAINS="example.org",
+                          NOTIFICATIONS_SLACK_ALLOWED_CHANNELS="#jobs")
+    body = task_with(notification={"methods": ["email", "slack"], "params": {
+        "email": {"recipient": ["a@example.org", "victim@elsewhere.net"]},
+        "slack": {"channel": "#general"}}})
+    resp = client.post("/submit", json=body)
+    assert resp.status_code == 400
+    assert set(resp.get_json()["errors"]) == {"task.notification.params.email.recipient",
+                                              "task.notification.params.slack.channel"}
+    assert fake_slurm.submitted == []
+
+
+def test_operator_allowed_networks_let_an_internal_webhook_through(store, fake_slurm, keys):
+    client = confined_app(store, fake_slurm, keys,
+                          NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS="10.1.0.0/16")
+    ok = task_with(notification={"methods": ["webhook"], "params": {
+        "webhook": {"url": "https://10.1.2.3/hook"}}})
+    assert client.post("/submit", json=ok).status_code == 200
+
+
+def test_rate_limit_answers_429_with_retry_after(store, fake_slurm, keys):
+    client = confined_app(store, fake_slurm, keys, SLURM_PROXY_RATE_LIMIT="3/minute")
+    codes = [client.get("/monitor/task_uuid/x").status_code for _ in range(4)]
+    assert codes == [404, 404, 404, 429]
+    resp = client.get("/monitor/task_uuid/x")
+    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 0
+    assert resp.get_json()["code"] == "rate_limited"
+    # per key: another key is not affected; health never is
+    other = authorized(client.application, keys[1]["other"])
+    assert other.get("/monitor/task_uuid/x").status_code == 404
+    assert all(client.get("/healthz").status_code == 200 for _ in range(5))
+
+
+def test_docs_are_served_locally(client, app):
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.get_data(as_text=True))
+    assert sources and all(s.startswith("/docs/static/") for s in sources)    # no CDN
+    for source in sources:
+        assert client.get(source).status_code == 200, source
+    assert b"SwaggerUIBundle" in client.get("/docs/static/swagger-ui-bundle.js").data
+    spec = client.get("/openapi.json").get_json()
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert app.test_client().get("/docs").status_code == 401
+
+
+def test_docs_can_be_made_public(store, fake_slurm, keys):
+    app = create_app({"SLURM_PROXY_PUBLIC_DOCS": True}, store=store, slurm=fake_slurm,
+                     keys=keys[0], environ={})
+    anonymous = app.test_client()
+    assert anonymous.get("/docs").status_code == 200
+    assert anonymous.get("/openapi.json").status_code == 200
+    assert anonymous.get("/monitor/task_uuid/x").status_code == 401
+
+
+def test_key_command_creates_lists_and_revokes(tmp_path, monkeypatch, capsys, store, fake_slurm):
+    path = tmp_path / "keys.json"
+    monkeypatch.setenv("SLURM_PROXY_API_KEYS_FILE", str(path))
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    assert keys_main(["create", "--name", "ci", "--users", "someone", "--roles",
+                      "submit,read", "--quiet"]) == 0
+    key = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"sp_[0-9a-f]{12}_\S+", key)
+    assert key not in path.read_text()                     # only the hash is stored
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    app = create_app({}, store=store, slurm=fake_slurm, keys=FileKeyStore(str(path)), environ={})
+    client = authorized(app, key)
+    assert client.post("/submit", json={"task": hello_task()}).status_code == 200
+    assert keys_main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert "ci" in listing and "someone" in listing and key.split("_")[2] not in listing
+    assert keys_main(["revoke", key.split("_")[1]]) == 0
+    assert client.get("/monitor/task_uuid/x").status_code == 401
+    with pytest.raises(SystemExit):
+        keys_main(["create", "--name", "x", "--users", "a", "--roles", "superuser"])
+
+
+def test_star_key_reads_every_users_tasks_and_read_role_cannot_register(app, keys, fake_slurm):
+    admin = authorized(app, keys[1]["admin"])
+    task = hello_task()
+    job_id = admin.post("/submit", json={"task": task}).get_json()["slurm_job_id"]
+    fake_slurm.jobs[job_id] = make_job(job_id, "RUNNING")
+    assert authorized(app, keys[1]["reader"]).get(f"/monitor/task_uuid/{task['uuid']}").status_code == 200
+    body = {"monitor": {"task": {"uuid": "0f0e0d0c-0b0a-4000-8000-00000000000a",
+                                 "username": "someone"}, "slurm_job_id": 9}}
+    assert authorized(app, keys[1]["reader"]).post("/monitor", json=body).status_code == 403
+    assert ROLES == ("submit", "read", "cancel", "admin")

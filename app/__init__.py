@@ -83,12 +83,14 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
     if keys is None:
         keys = key_store_from_config(config)
     app.extensions["slurm_proxy"] = Services(config=config, store=store, slurm=slurm, keys=keys)
+    from .blueprints import health
+    health.instrument(app)
     register_access_control(app, keys, config)
     register_rate_limits(app, config)
     register_docs(app)
 
     api = Api(app)
-    from .blueprints import health, monitor, slurm as slurm_routes, submit
+    from .blueprints import monitor, slurm as slurm_routes, submit
 
     api.register_blueprint(submit.blp)
     api.register_blueprint(monitor.blp)

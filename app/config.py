@@ -67,6 +67,7 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_PROXY_PORT": Setting(5001, int),
     "SLURM_PROXY_MAX_BODY_BYTES": Setting(1_048_576, int),
     "SLURM_PROXY_LOG_LEVEL": Setting("INFO"),
+    "SLURM_PROXY_LOG_FORMAT": Setting("text"),
     # who may do what
     "SLURM_PROXY_AUTH": Setting(True, _bool),
     "SLURM_PROXY_API_KEYS_FILE": Setting("api-keys.json"),
@@ -112,6 +113,7 @@ SETTINGS: dict[str, Setting] = {
 }
 
 CHOICES = {"NOTIFICATIONS_SMTP_SECURITY": ("starttls", "ssl", "none"),
+           "SLURM_PROXY_LOG_FORMAT": ("text", "json"),
            "NOTIFICATIONS_RABBITMQ_EXCHANGE_TYPE": ("topic", "direct", "fanout", "headers")}
 
 

@@ -1,13 +1,61 @@
-"""Logging set-up, called by the entry points only (never at import time)."""
+"""Logging set-up, called by the entry points only (never at import time).
+
+One line per event. SLURM_PROXY_LOG_FORMAT=json writes JSON lines with ``time``,
+``level``, ``logger``, ``pid``, ``message`` and, on every line about a task, its
+``task_uuid`` and ``slurm_job_id`` as fields (taken from the ``task_uuid=…`` and
+``slurm_job_id=…`` every such message carries, by convention).
+"""
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+from datetime import datetime, timezone
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
+_FIELDS = {"task_uuid": re.compile(r"task_uuid=([0-9a-f-]{36})"),
+           "slurm_job_id": re.compile(r"slurm_job_id=(\d+)")}
 
 
-def setup_logging(level: str | None = None) -> None:
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        out = {"time": datetime.fromtimestamp(record.created, timezone.utc)
+               .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+               "level": record.levelname, "logger": record.name, "pid": record.process,
+               "message": message}
+        for name, pattern in _FIELDS.items():
+            match = pattern.search(message)
+            if match:
+                out[name] = int(match.group(1)) if name == "slurm_job_id" else match.group(1)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def formatter(fmt: str | None = None) -> logging.Formatter:
+    fmt = (fmt or os.environ.get("SLURM_PROXY_LOG_FORMAT") or "text").lower()
+    return JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
     level = (level or os.environ.get("SLURM_PROXY_LOG_LEVEL") or "INFO").upper()
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def gunicorn_logconfig() -> dict:
+    """gunicorn's own loggers (errors, access lines) in the same format."""
+    fmt = (os.environ.get("SLURM_PROXY_LOG_FORMAT") or "text").lower()
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"main": {"()": JsonFormatter} if fmt == "json" else {"format": TEXT_FORMAT}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "main",
+                                 "stream": "ext://sys.stdout"}},
+        "loggers": {"gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
+                    "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    }

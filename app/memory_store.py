@@ -40,6 +40,7 @@ class MemoryTaskStore:
         self._by_job: dict[int, list[str]] = {}
         self._active: set[str] = set()
         self._with_outbox: set[str] = set()
+        self._beats: dict[str, dict[str, Any]] = {}
 
     def ping(self) -> None:
         return None
@@ -142,3 +143,25 @@ class MemoryTaskStore:
             if item is not None:
                 item.update(copy.deepcopy(fields))
                 self._reindex(self._docs[uuid])
+
+    # -- operations ----------------------------------------------------------------
+    def beat(self, name: str, at: datetime, info: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            self._beats[name] = {"at": at, **copy.deepcopy(info or {})}
+
+    def last_beat(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return copy.deepcopy(self._beats.get(name))
+
+    def count_active_by_state(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self._lock:
+            for uuid in self._active:
+                state = self._docs[uuid]["slurm_job_state"]
+                counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    def count_outbox(self) -> int:
+        with self._lock:
+            return sum(1 for uuid in self._with_outbox for d in self._docs[uuid]["deliveries"]
+                       if d["status"] in DUE_STATUSES)

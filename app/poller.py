@@ -17,9 +17,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
+from . import metrics
 from .constants import SUBMIT_FAILED, SUBMIT_UNKNOWN, SUBMITTING, LOST
 from .errors import SlurmError, SlurmJobNotFound, StoreUnavailable
 from .slurm.versions import JobInfo
@@ -54,6 +56,20 @@ class Poller:
 
     # -- one cycle -----------------------------------------------------------------
     def run_once(self) -> dict[str, Any]:
+        started = time.monotonic()
+        counts = self._cycle()
+        metrics.POLL_SECONDS.observe(time.monotonic() - started)
+        metrics.POLL_CYCLES.labels("ok" if counts["slurm_ok"] and not counts["errors"]
+                                   else "error").inc()
+        try:
+            self.store.beat("poller", self.clock(), {"interval": self.interval,
+                                                     "active": counts["active"],
+                                                     "slurm_ok": counts["slurm_ok"]})
+        except StoreUnavailable:
+            pass
+        return counts
+
+    def _cycle(self) -> dict[str, Any]:
         counts: dict[str, Any] = {"active": 0, "changed": 0, "lost": 0, "errors": 0,
                                   "slurm_ok": True}
         try:

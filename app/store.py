@@ -187,3 +187,29 @@ class TaskStore:
         update = {"$set": {f"deliveries.$.{k}": v for k, v in fields.items()}}
         with self._op("record a delivery"):
             self.collection.update_one(query, update)
+
+    # -- operations ----------------------------------------------------------------
+    def beat(self, name: str, at: datetime, info: dict[str, Any] | None = None) -> None:
+        """Record that a background program (the poller) is alive."""
+        with self._op("record a heartbeat"):
+            self.collection.database["heartbeats"].update_one(
+                {"_id": name}, {"$set": {"at": at, **(info or {})}}, upsert=True)
+
+    def last_beat(self, name: str) -> dict[str, Any] | None:
+        with self._op("read a heartbeat"):
+            return self.collection.database["heartbeats"].find_one({"_id": name}, {"_id": False})
+
+    def count_active_by_state(self) -> dict[str, int]:
+        pipeline = [{"$match": {"active": True}},
+                    {"$group": {"_id": "$slurm_job_state", "n": {"$sum": 1}}}]
+        with self._op("count tasks"):
+            return {d["_id"]: d["n"] for d in self.collection.aggregate(pipeline)}
+
+    def count_outbox(self) -> int:
+        """Deliveries not yet sent or given up."""
+        pipeline = [{"$match": {"deliveries.status": {"$in": list(DUE_STATUSES)}}},
+                    {"$unwind": "$deliveries"},
+                    {"$match": {"deliveries.status": {"$in": list(DUE_STATUSES)}}},
+                    {"$count": "n"}]
+        with self._op("count the outbox"):
+            return next(iter(self.collection.aggregate(pipeline)), {"n": 0})["n"]

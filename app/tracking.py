@@ -12,6 +12,7 @@ import uuid as uuid_module
 from datetime import datetime
 from typing import Any, Mapping
 
+from . import metrics
 from .constants import DEFAULT_NOTIFY_STATES
 from .errors import StoreUnavailable
 from .slurm.states import TERMINAL_STATES
@@ -60,6 +61,7 @@ def change_state(store, record: Mapping[str, Any], state: str, *,
     changed = store.update_state(uuid, state=state, expected=old, fields=fields, note=note,
                                  deliveries=deliveries)
     if changed:
+        metrics.STATE_CHANGES.labels(state).inc()
         logger.info("state task_uuid=%s slurm_job_id=%s %s -> %s%s%s", uuid,
                     (fields or {}).get("slurm_job_id", record.get("slurm_job_id")), old, state,
                     f" ({note})" if note else "",

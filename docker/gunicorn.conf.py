@@ -17,6 +17,10 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("SLURM_PROXY_LOG_LEVEL", "info").lower()
+# One format for gunicorn's lines and the service's (SLURM_PROXY_LOG_FORMAT=json).
+from app.logs import gunicorn_logconfig  # noqa: E402
+
+logconfig_dict = gunicorn_logconfig()
 
 
 def post_worker_init(worker):
@@ -27,3 +31,10 @@ def post_worker_init(worker):
         from app.poller import start_in_thread
 
         start_in_thread(worker.wsgi)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live metrics (prometheus_client multiprocess mode)."""
+    from app.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)

@@ -1,11 +1,84 @@
-"""``/healthz``: the process answers."""
+"""Operations: ``/healthz`` (the process answers), ``/readyz`` (MongoDB, slurmrestd and
+the poller are all right; public, so it names failing parts but no addresses), and
+``/metrics`` (Prometheus; needs an API key like every other route)."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import logging
+import time
 
+from flask import Blueprint, Response, g, jsonify, request
+
+from .. import metrics
+from ..errors import SlurmError, StoreUnavailable
+from ..services import get_services
+from ..store import utcnow
+
+logger = logging.getLogger(__name__)
 blp = Blueprint("health", __name__)
 
 
 @blp.get("/healthz")
 def healthz():
     return jsonify({"status": "ok"})
+
+
+@blp.get("/readyz")
+def readyz():
+    services = get_services()
+    interval = services.config["SLURM_POLL_INTERVAL"]
+    checks: dict[str, dict] = {}
+    try:
+        services.store.ping()
+        checks["mongodb"] = {"ok": True, "embedded": bool(getattr(services.store, "is_embedded", False))}
+    except StoreUnavailable as exc:
+        logger.warning("readyz: %s", exc.message)
+        checks["mongodb"] = {"ok": False, "error": exc.code}
+    try:
+        pings = services.slurm.ping().get("pings") or []
+        up = bool(pings) and all("UP" in (p.get("ping"), p.get("pinged")) for p in pings)
+        checks["slurmrestd"] = {"ok": up, "api_version": services.slurm.api_version,
+                                **({} if up else {"error": "slurmctld_not_up"})}
+    except SlurmError as exc:
+        logger.warning("readyz: %s", exc.message)
+        checks["slurmrestd"] = {"ok": False, "error": exc.code}
+    try:
+        beat = services.store.last_beat("poller")
+    except StoreUnavailable:
+        beat = None
+    if beat is None:
+        checks["poller"] = {"ok": False, "error": "no_heartbeat"}
+    else:
+        age = (utcnow() - beat["at"]).total_seconds()
+        limit = 3 * max(interval, beat.get("interval", interval)) + 30
+        checks["poller"] = {"ok": age <= limit, "last_cycle_seconds_ago": round(age, 1),
+                            **({} if age <= limit else {"error": "heartbeat_stale"})}
+    ready = all(c["ok"] for c in checks.values())
+    return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), \
+        200 if ready else 503
+
+
+@blp.get("/metrics")
+def metrics_endpoint():
+    services = get_services()
+    body, content_type = metrics.render(services.store, services.config["SLURM_POLL_INTERVAL"])
+    return Response(body, content_type=content_type)
+
+
+STATUS_OUTCOMES = {200: "ok", 400: "invalid", 401: "unauthorized", 403: "forbidden",
+                   409: "duplicate", 413: "too_large", 429: "rate_limited",
+                   502: "slurm_rejected", 503: "unavailable", 504: "slurm_timeout"}
+
+
+def instrument(app) -> None:
+    """Count submits by outcome, and their latency."""
+
+    @app.before_request
+    def _start_timer():
+        g.started = time.monotonic()
+
+    @app.after_request
+    def _count_submit(response):
+        if request.endpoint == "submit.submit":
+            metrics.SUBMITS.labels(STATUS_OUTCOMES.get(response.status_code, "error")).inc()
+            metrics.SUBMIT_SECONDS.observe(time.monotonic() - g.get("started", time.monotonic()))
+        return response

@@ -13,6 +13,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
+from .. import metrics
 from ..errors import NotificationError, StoreUnavailable
 from ..store import utcnow
 from .base import Notifier, PermanentNotificationError
@@ -53,6 +54,7 @@ class Dispatcher:
                 break
             if outcome:
                 counts[outcome] += 1
+                metrics.DELIVERIES.labels(delivery["method"], outcome).inc()
         return counts
 
     def _deliver(self, uuid: str, delivery: dict[str, Any], now: datetime) -> str | None:

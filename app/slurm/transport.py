@@ -19,6 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .. import metrics
 from ..config import SlurmAuth
 from ..errors import SlurmAuthError, SlurmTimeout, SlurmUnavailable
 
@@ -124,9 +125,11 @@ class Transport:
         url = self.base_url + path
         headers = self.tokens.headers(user)
         started = time.monotonic()
+        outcome = "error"
         try:
             resp = self.session.request(method, url, json=json, params=params,
                                         headers=headers, timeout=self.timeout)
+            outcome = f"{resp.status_code // 100}xx"
         except requests.exceptions.ConnectTimeout:
             raise SlurmUnavailable(f"slurmrestd at {self.base_url} did not accept a "
                                    f"connection within {self.timeout[0]} s.") from None
@@ -142,6 +145,9 @@ class Transport:
         except requests.exceptions.RequestException as exc:
             raise SlurmUnavailable(f"Request to slurmrestd failed: "
                                    f"{exc.__class__.__name__}.") from None
+        finally:
+            metrics.SLURM_REQUESTS.labels(method, outcome).inc()
+            metrics.SLURM_SECONDS.labels(method).observe(time.monotonic() - started)
         elapsed_ms = (time.monotonic() - started) * 1000
         logger.debug("slurmrestd %s %s -> %s in %.1f ms", method, path, resp.status_code, elapsed_ms)
         ctype = resp.headers.get("Content-Type", "")

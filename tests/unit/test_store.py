@@ -82,3 +82,27 @@ def test_mongodb_down_is_503_and_nothing_reaches_slurm():
     assert slurm.submitted == []
     with pytest.raises(StoreUnavailable):
         TaskStore(collection).get("x")
+
+
+def test_heartbeat_and_counts(store):
+    from datetime import timedelta
+    from app.store import utcnow
+    from app.tracking import plan_deliveries
+    assert store.last_beat("poller") is None
+    now = utcnow()
+    store.beat("poller", now, {"cycle": 1})
+    store.beat("poller", now + timedelta(seconds=1), {"cycle": 2})
+    assert store.last_beat("poller") == {"at": now + timedelta(seconds=1), "cycle": 2}
+    store.insert(record(state="PENDING", job_id=1))
+    store.insert(record(state="PENDING", job_id=2))
+    running = record(state="RUNNING", job_id=3)
+    store.insert(running)
+    store.insert(record(state="COMPLETED", job_id=4))
+    assert store.count_active_by_state() == {"PENDING": 2, "RUNNING": 1}
+    assert store.count_outbox() == 0
+    running["task"]["notification"] = {"methods": ["email"], "params": {
+        "email": {"recipient": ["a@b.org", "c@d.org"]}}}
+    store.update_state(running["task"]["uuid"], state="COMPLETED",
+                       deliveries=plan_deliveries(running, "COMPLETED", now))
+    assert store.count_outbox() == 2
+    assert store.count_active_by_state() == {"PENDING": 2}

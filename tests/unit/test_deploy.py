@@ -1,0 +1,125 @@
+"""The deployment files, checked without a Docker engine: hadolint on the Dockerfile,
+the compose file against the compose specification, supervisord's programs; and the
+operator endpoints /readyz and the JSON log format."""
+from __future__ import annotations
+
+import configparser
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.logs import JsonFormatter
+from app.store import utcnow
+from tests.conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    assert path, f"{name} is not installed (requirements-dev.txt)"
+    return path
+
+
+def test_dockerfile_lints_clean():
+    result = subprocess.run([tool("hadolint"), str(ROOT / "docker" / "Dockerfile")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_shape():
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    bases = re.findall(r"^FROM (\S+)", text, re.M)
+    assert len(bases) == 2 and all(":" in b and not b.endswith(":latest") for b in bases)
+    assert re.search(r"^USER [1-9]\d+$", text, re.M)               # numeric, not root
+    assert "HEALTHCHECK" in text and "/healthz" in text
+    final = text.split("FROM ", 2)[2]
+    assert "apt-get" not in final and "gcc" not in final              # no build tools
+    assert "COPY --from=build" in final
+    for secret in ("TOKEN", "PASSWORD", "SECRET", "jwt"):
+        assert secret not in final, f"{secret} baked into the image"
+
+
+def test_compose_file_follows_the_compose_specification(tmp_path):
+    compose = ROOT / "docker-compose-slurm-proxy.yml"
+    check = [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
+    result = subprocess.run([*check, str(compose)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "broken.yml"                   # the check does catch mistakes
+    broken.write_text(compose.read_text().replace("depends_on:", "depends_onn:"))
+    assert subprocess.run([*check, str(broken)], capture_output=True).returncode != 0
+
+
+def test_compose_services():
+    spec = yaml.safe_load((ROOT / "docker-compose-slurm-proxy.yml").read_text())
+    mongo, proxy = spec["services"]["mongodb"], spec["services"]["slurm-proxy"]
+    image, tag = mongo["image"].split(":")
+    assert image == "mongo" and re.fullmatch(r"\d+\.\d+\.\d+", tag)
+    assert "healthcheck" in mongo and "MONGO_INITDB_ROOT_PASSWORD" in mongo["environment"]
+    assert any(v.endswith(":/data/db") for v in mongo["volumes"])
+    assert proxy["env_file"] == ".env"
+    assert proxy["depends_on"]["mongodb"]["condition"] == "service_healthy"
+    assert any(str(p).endswith(":5001") for p in proxy["ports"])
+    assert any(v.endswith(":/var/log/slurm-proxy") for v in proxy["volumes"])
+    assert proxy["secrets"] and spec["secrets"]
+    assert "authSource=admin" in proxy["environment"]["MONGODB_URI"]
+
+
+def test_supervisord_programs_rotate_their_logs():
+    config = configparser.RawConfigParser()
+    config.read(ROOT / "docker" / "supervisord.conf")
+    programs = {s.split(":", 1)[1]: config[s] for s in config.sections() if s.startswith("program:")}
+    assert set(programs) == {"web", "poller"}
+    assert "gunicorn" in programs["web"]["command"]
+    assert programs["poller"]["command"] == "python -m app.poller"
+    for program in programs.values():
+        assert program["autorestart"] == "true" and program["stopsignal"] == "TERM"
+        for stream in ("stdout", "stderr"):
+            assert program[f"{stream}_logfile_maxbytes"] == "10MB"
+            assert program[f"{stream}_logfile_backups"] == "5"
+
+
+def test_readyz_says_which_part_is_not_ready(app, store, fake_slurm):
+    anonymous = app.test_client()                     # public, like /healthz
+    fake_slurm.ping = lambda: {"pings": [{"hostname": "ctl", "ping": "UP"}]}
+    resp = anonymous.get("/readyz")
+    assert resp.status_code == 503
+    body = resp.get_json()
+    assert body["checks"]["poller"] == {"ok": False, "error": "no_heartbeat"}
+    assert body["checks"]["mongodb"]["ok"] and body["checks"]["slurmrestd"]["ok"]
+    store.beat("poller", utcnow(), {"interval": 10})
+    assert anonymous.get("/readyz").status_code == 200
+
+    from app.errors import SlurmUnavailable
+
+    def down():
+        raise SlurmUnavailable("slurmrestd at http://10.0.0.5:6820 is not reachable")
+
+    fake_slurm.ping = down
+    resp = anonymous.get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json()["checks"]["slurmrestd"] == {"ok": False, "error": "slurm_unavailable"}
+    assert "10.0.0.5" not in resp.get_data(as_text=True)      # no addresses in public answers
+
+
+def test_json_log_lines_carry_the_task(caplog):
+    record = logging.LogRecord("app.poller", logging.INFO, __file__, 1,
+                               "state task_uuid=%s slurm_job_id=%s %s -> %s",
+                               ("123e4567-e89b-12d3-a456-426614174000", 42, "RUNNING", "COMPLETED"),
+                               None)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["task_uuid"] == "123e4567-e89b-12d3-a456-426614174000"
+    assert line["slurm_job_id"] == 42 and line["level"] == "INFO"
+    assert line["message"].endswith("RUNNING -> COMPLETED") and line["time"].endswith("Z")
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "supervisord.conf", "gunicorn.conf.py", "entrypoint.sh"])
+def test_docker_files_exist(name):
+    assert (ROOT / "docker" / name).exists()

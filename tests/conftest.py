@@ -78,6 +78,9 @@ class FakeSlurmClient:
         self.jobs[job_id] = make_job(job_id, "PENDING", name=sub.name, user=user)
         return job_id
 
+    def ping(self):
+        return {"pings": [{"hostname": "fake", "ping": "UP"}]}
+
     def get_job(self, job_id):
         if job_id not in self.jobs:
             raise SlurmJobNotFound(f"Slurm does not know job {job_id}.")

@@ -22,6 +22,12 @@ ENDPOINT_ROLES = {
     "monitor.register": "submit",
     "monitor.by_uuid": "read",
     "monitor.by_job_id": "read",
+    "monitor.list_tasks": "read",
+    "monitor.output": "read",
+    "monitor.cancel_by_uuid": "cancel",
+    "monitor.cancel_by_job_id": "cancel",
+    "monitor.resubmit": "submit",
+    "cluster.cluster": "read",
 }
 ROLE_BY_BLUEPRINT = {"slurm": "admin"}
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz"}

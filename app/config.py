@@ -76,6 +76,9 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_PROXY_RATE_LIMIT_STORAGE": Setting(""),
     "SLURM_PROXY_ALLOWED_PATH_PREFIXES": Setting(""),
     "SLURM_PROXY_DENIED_USERS": Setting("root"),
+    "SLURM_PROXY_MAX_WAIT": Setting(60, int),
+    "SLURM_PROXY_OUTPUT_PREFIXES": Setting(""),
+    "SLURM_PROXY_CLUSTER_CACHE_SECONDS": Setting(5.0, float),
     # notifications: delivery
     "NOTIFICATIONS_TIMEOUT": Setting(10.0, float),
     "NOTIFICATIONS_MAX_ATTEMPTS": Setting(8, int),

@@ -14,12 +14,17 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from .errors import DuplicateTask
-from .store import ACTIVE_PROJECTION, DUE_STATUSES, duplicate_message, is_active, utcnow
+from .store import (ACTIVE_PROJECTION, DUE_STATUSES, SUMMARY_PROJECTION, duplicate_message,
+                    is_active, utcnow)
 
 
-def _project(doc: dict[str, Any]) -> dict[str, Any]:
+def _summary(doc: dict[str, Any]) -> dict[str, Any]:
+    return _project(doc, SUMMARY_PROJECTION)
+
+
+def _project(doc: dict[str, Any], projection=ACTIVE_PROJECTION) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ACTIVE_PROJECTION:
+    for key in projection:
         if key == "_id":
             continue
         head, _, tail = key.partition(".")
@@ -105,6 +110,24 @@ class MemoryTaskStore:
             if not docs:
                 return None
             return copy.deepcopy(max(docs, key=lambda d: d["created_at"]))
+
+    def list_tasks(self, *, usernames=None, state=None, name=None, since=None, until=None,
+                   after=None, limit: int = 50) -> list[dict[str, Any]]:
+        with self._lock:
+            docs = [d for d in self._docs.values()
+                    if (usernames is None or d["task"]["username"] in usernames)
+                    and (not state or d["slurm_job_state"] == state)
+                    and (not name or d["task"].get("name") == name)
+                    and (not since or d["created_at"] >= since)
+                    and (not until or d["created_at"] < until)
+                    and (not after or (d["created_at"], d["task"]["uuid"]) < after)]
+            docs.sort(key=lambda d: (d["created_at"], d["task"]["uuid"]), reverse=True)
+            return [_summary(d) for d in docs[:limit]]
+
+    def add_resubmission(self, uuid: str, new_uuid: str) -> None:
+        with self._lock:
+            if uuid in self._docs:
+                self._docs[uuid].setdefault("resubmissions", []).append(new_uuid)
 
     def active_tasks(self) -> list[dict[str, Any]]:
         with self._lock:

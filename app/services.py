@@ -13,6 +13,7 @@ class Services:
     store: Any          # app.store.TaskStore (or a test double with the same methods)
     slurm: Any          # app.slurm.client.SlurmClient (or a fake)
     keys: Any = None    # app.auth key store
+    cluster_cache: Any = None   # app.actions.ClusterCache
 
 
 def get_services() -> Services:

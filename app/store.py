@@ -29,7 +29,11 @@ ACTIVE_PROJECTION = {"_id": False, "task.uuid": True, "task.username": True,
                      "task.notification": True, "slurm_job_id": True,
                      "slurm_job_state": True, "created_at": True, "updated_at": True,
                      "missing_since": True}
-DUE_STATUSES = ("pending", "sending")     # "sending" is due again once its lease ran out
+DUE_STATUSES = ("pending", "sending")
+# What a task listing shows of each task.
+SUMMARY_FIELDS = ("task.uuid", "task.name", "task.username", "slurm_job_id", "slurm_job_state",
+                  "exit_code", "signal", "created_at", "updated_at", "end_time")
+SUMMARY_PROJECTION = {"_id": False, **{f: True for f in SUMMARY_FIELDS}}     # "sending" is due again once its lease ran out
 
 
 def utcnow() -> datetime:
@@ -95,6 +99,10 @@ class TaskStore:
         c.create_index([("task.uuid", pymongo.ASCENDING)], unique=True, name="task_uuid_unique")
         c.create_index([("slurm_job_id", pymongo.ASCENDING)], name="slurm_job_id")
         c.create_index([("active", pymongo.ASCENDING)], name="active")
+        c.create_index([("task.username", pymongo.ASCENDING), ("created_at", pymongo.DESCENDING)],
+                       name="username_created")
+        c.create_index([("created_at", pymongo.DESCENDING), ("task.uuid", pymongo.DESCENDING)],
+                       name="created")
         c.create_index([("deliveries.status", pymongo.ASCENDING),
                         ("deliveries.next_at", pymongo.ASCENDING)], name="deliveries_due")
         self._indexed = True
@@ -152,6 +160,35 @@ class TaskStore:
                                              {"_id": False, "active": False})
                         .sort("created_at", pymongo.DESCENDING).limit(1))
         return docs[0] if docs else None
+
+    def list_tasks(self, *, usernames: list[str] | None = None, state: str | None = None,
+                   name: str | None = None, since: datetime | None = None,
+                   until: datetime | None = None, after: tuple[datetime, str] | None = None,
+                   limit: int = 50) -> list[dict[str, Any]]:
+        """Tasks newest first (then by uuid), after the cursor ``(created_at, uuid)``."""
+        clauses: list[dict[str, Any]] = []
+        if usernames is not None:
+            clauses.append({"task.username": {"$in": list(usernames)}})
+        if state:
+            clauses.append({"slurm_job_state": state})
+        if name:
+            clauses.append({"task.name": name})
+        if since:
+            clauses.append({"created_at": {"$gte": since}})
+        if until:
+            clauses.append({"created_at": {"$lt": until}})
+        if after:
+            clauses.append({"$or": [{"created_at": {"$lt": after[0]}},
+                                    {"created_at": after[0], "task.uuid": {"$lt": after[1]}}]})
+        query = {"$and": clauses} if clauses else {}
+        with self._op("list tasks"):
+            return list(self.collection.find(query, SUMMARY_PROJECTION)
+                        .sort([("created_at", pymongo.DESCENDING), ("task.uuid", pymongo.DESCENDING)])
+                        .limit(limit))
+
+    def add_resubmission(self, uuid: str, new_uuid: str) -> None:
+        with self._op("link the resubmission"):
+            self.collection.update_one({"task.uuid": uuid}, {"$push": {"resubmissions": new_uuid}})
 
     def active_tasks(self) -> list[dict[str, Any]]:
         """Every task whose state is not final, with the fields the poller needs."""

@@ -79,13 +79,17 @@ def new_record(task: dict[str, Any], *, state: str, source: str,
     return record
 
 
-def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey) -> dict[str, Any]:
+def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey, *,
+                resubmitted_from: str | None = None) -> dict[str, Any]:
     key.check_user(task["username"])
     plan = plan_task(task)
     policy.check_task(plan, services.config)
     submission = build_submission(plan)
     uuid, user = plan["uuid"], plan["username"]
-    services.store.insert(new_record(plan, state=constants.SUBMITTING, source="submit"))
+    record = new_record(plan, state=constants.SUBMITTING, source="submit")
+    if resubmitted_from:
+        record["resubmitted_from"] = resubmitted_from
+    services.store.insert(record)
     started = time.monotonic()
     try:
         job_id = services.slurm.submit(submission, user=user)

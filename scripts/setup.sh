@@ -35,3 +35,5 @@ if [ ! -e ".venv/.installed-$hash-$DEV" ]; then
     touch ".venv/.installed-$hash-$DEV"
     if [ $DEV = 1 ]; then touch ".venv/.installed-$hash-0"; fi
 fi
+# The command-line client, slurm-proxy, from this checkout.
+[ -x .venv/bin/slurm-proxy ] || .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .

@@ -65,6 +65,7 @@ class FakeSlurmClient:
         self.next_id = 1000
         self.lock = threading.Lock()
         self.submit_delay: threading.Event | None = None
+        self.cancelled: list[tuple] = []
 
     def submit(self, sub, user):
         if self.submit_delay is not None:
@@ -80,6 +81,16 @@ class FakeSlurmClient:
 
     def ping(self):
         return {"pings": [{"hostname": "fake", "ping": "UP"}]}
+
+    def cancel(self, job_id, user=None):
+        from app.errors import SlurmJobFinished
+        self.cancelled.append((job_id, user))
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise SlurmJobNotFound(f"Slurm does not know job {job_id}.")
+        if job.is_terminal:
+            raise SlurmJobFinished("already finished")
+        self.jobs[job_id] = replace(job, state="CANCELLED", state_flags=("COMPLETING",))
 
     def get_job(self, job_id):
         if job_id not in self.jobs:

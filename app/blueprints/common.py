@@ -11,6 +11,10 @@ from webargs.flaskparser import FlaskParser
 
 class JSONBodyParser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
+    # Unknown query parameters are refused like unknown body fields (the schemas'
+    # own RAISE), not silently dropped.
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+                                   "query": None, "querystring": None}
 
     def _raw_load_json(self, req):
         data = req.get_data(cache=True)
@@ -36,11 +40,12 @@ ERROR_RESPONSES = {
     403: "The key may not act for this user, or lacks the role.",
     429: "Too many requests for this key; see Retry-After.",
     404: "No such task.",
-    409: "A task with this uuid exists already.",
+    409: "A task with this uuid exists already, or the task has already finished.",
     413: "Request body too large.",
     502: "slurmrestd refused the request; `errors.slurm_errors` says why.",
     503: "slurmrestd or MongoDB not reachable; the message says which.",
     504: "slurmrestd did not answer in time.",
+    501: "This server does not offer it (e.g. reading output files).",
 }
 
 

@@ -1,15 +1,18 @@
 """``/monitor``: register jobs submitted elsewhere, and look tasks up."""
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from datetime import timezone
 
-from ..schemas.task import MonitorSchema
+from marshmallow import Schema, fields, validate
+
+from .. import actions
 from ..access import current_key
-from ..access import current_key
-from ..access import current_key
+from ..schemas.fields import Text
+from ..schemas.task import USERNAME, MonitorSchema, TaskSchema
 from ..services import get_services
 from ..tasks import lookup_by_job_id, lookup_by_uuid, register_monitor
 from .common import Blueprint, document_errors
+from .submit import SubmitResponseSchema
 
 blp = Blueprint("monitor", __name__, description="Monitor tasks and their Slurm jobs.")
 
@@ -34,17 +37,132 @@ def register(body):
     return {"monitor": register_monitor(get_services(), body["monitor"], current_key())}
 
 
+def query_int(minimum: int, maximum: int, **kwargs) -> fields.Integer:
+    """An integer in a query string (which arrives as text)."""
+    return fields.Integer(validate=validate.Range(min=minimum, max=maximum), **kwargs)
+
+
+class WaitArgs(Schema):
+    wait = query_int(0, 3600, metadata={"description": "Seconds to wait for a final state "
+                                                       "(capped by SLURM_PROXY_MAX_WAIT)."})
+
+
+def _maybe_wait(lookup, args):
+    if args.get("wait"):
+        return actions.wait_for_task(get_services(), lookup, current_key(), args["wait"])
+    return lookup
+
+
 @blp.route("/monitor/task_uuid/<string:task_uuid>", methods=["GET"])
+@blp.arguments(WaitArgs, location="query")
 @blp.response(200, LookupSchema)
-@document_errors(blp, 404, 503)
-def by_uuid(task_uuid):
-    """The stored record of a task, with its live Slurm job."""
-    return lookup_by_uuid(get_services(), task_uuid, current_key())
+@document_errors(blp, 400, 404, 503)
+def by_uuid(args, task_uuid):
+    """The stored record of a task, with its live Slurm job; ``?wait=N`` answers as
+    soon as the task is final, or after N seconds."""
+    return _maybe_wait(lookup_by_uuid(get_services(), task_uuid, current_key()), args)
 
 
 @blp.route("/monitor/slurm_job_id/<int:slurm_job_id>", methods=["GET"])
+@blp.arguments(WaitArgs, location="query")
 @blp.response(200, LookupSchema)
-@document_errors(blp, 404, 503)
-def by_job_id(slurm_job_id):
+@document_errors(blp, 400, 404, 503)
+def by_job_id(args, slurm_job_id):
     """The stored record of the task with this Slurm job id, with its live job."""
-    return lookup_by_job_id(get_services(), slurm_job_id, current_key())
+    return _maybe_wait(lookup_by_job_id(get_services(), slurm_job_id, current_key()), args)
+
+
+class ListArgs(Schema):
+    username = Text(validate=validate.Regexp(USERNAME))
+    state = fields.String(validate=validate.Regexp(r"^[A-Z_]{1,32}$"),
+                          metadata={"pattern": r"^[A-Z_]{1,32}$"})
+    name = fields.String(validate=validate.Length(max=100))
+    since = fields.AwareDateTime(default_timezone=timezone.utc)
+    until = fields.AwareDateTime(default_timezone=timezone.utc)
+    limit = query_int(1, 500, load_default=50)
+    cursor = fields.String(validate=validate.Regexp(actions.CURSOR),
+                           metadata={"description": "next_cursor of the previous page"})
+
+
+class TaskListSchema(Schema):
+    tasks = fields.List(fields.Dict(), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+@blp.route("/monitor", methods=["GET"], strict_slashes=False)
+@blp.arguments(ListArgs, location="query")
+@blp.response(200, TaskListSchema)
+@document_errors(blp, 400, 503)
+def list_tasks(args):
+    """The tasks this key may see, newest first, filtered; page with ``cursor``."""
+    return actions.list_tasks(get_services(), current_key(), args)
+
+
+class CancelSchema(Schema):
+    uuid = fields.String(required=True)
+    slurm_job_id = fields.Integer(required=True)
+    slurm_job_state = fields.String(required=True)
+    cancel_requested = fields.Boolean(required=True)
+
+
+@blp.route("/monitor/task_uuid/<string:task_uuid>", methods=["DELETE"])
+@blp.response(202, CancelSchema)
+@document_errors(blp, 404, 409, 502, 503)
+def cancel_by_uuid(task_uuid):
+    """Cancel the task's Slurm job; the poller records CANCELLED and notifies."""
+    return actions.cancel_by_uuid(get_services(), task_uuid, current_key())
+
+
+@blp.route("/monitor/slurm_job_id/<int:slurm_job_id>", methods=["DELETE"])
+@blp.response(202, CancelSchema)
+@document_errors(blp, 404, 409, 502, 503)
+def cancel_by_job_id(slurm_job_id):
+    """Cancel the Slurm job of the task with this job id."""
+    return actions.cancel_by_job_id(get_services(), slurm_job_id, current_key())
+
+
+class ResubmitSchema(Schema):
+    task = fields.Nested(TaskSchema(partial=True), load_default=dict, metadata={
+        "description": "Fields to change; the rest comes from the original task."})
+
+
+@blp.route("/monitor/task_uuid/<string:task_uuid>/resubmit", methods=["POST"])
+@blp.arguments(ResubmitSchema())
+@blp.response(200, SubmitResponseSchema)
+@document_errors(blp, 400, 404, 409, 413, 502, 503, 504)
+def resubmit(body, task_uuid):
+    """Submit a task again, with changes; a new uuid, linked to the old one."""
+    return actions.resubmit_task(get_services(), task_uuid, request_json_task(), current_key())
+
+
+class OutputArgs(Schema):
+    stream = fields.String(load_default="stdout", validate=validate.OneOf(("stdout", "stderr")))
+    tail = query_int(1, 10_000, load_default=100)
+
+
+class OutputSchema(Schema):
+    uuid = fields.String(required=True)
+    stream = fields.String(required=True)
+    path = fields.String(required=True)
+    size = fields.Integer(required=True)
+    lines = fields.List(fields.String(), required=True)
+    truncated = fields.Boolean(required=True)
+
+
+@blp.route("/monitor/task_uuid/<string:task_uuid>/output", methods=["GET"])
+@blp.arguments(OutputArgs, location="query")
+@blp.response(200, OutputSchema)
+@document_errors(blp, 400, 404, 501)
+def output(args, task_uuid):
+    """The last lines of the task's stdout or stderr, where the server may read them."""
+    return actions.read_output(get_services(), task_uuid, current_key(), args["stream"],
+                               args["tail"])
+
+
+def request_json_task() -> dict:
+    """The overrides as sent (validated above), not as loaded: loading normalises and
+    fills values that must come from the original task instead."""
+    from flask import request
+
+    body = request.get_json(silent=True, force=True) or {}
+    return body.get("task") or {}

@@ -19,6 +19,7 @@ class SubmitResponseSchema(Schema):
     name = fields.String()
     username = fields.String()
     links = fields.Dict(keys=fields.String(), values=fields.String())
+    resubmitted_from = fields.String(metadata={"description": "The task this one repeats."})
 
 
 @blp.route("/submit", methods=["POST"], strict_slashes=False)

@@ -37,6 +37,6 @@ def test_every_operation_got_at_least_500_requests():
     if not SEEN:
         pytest.skip("run together with test_api_conforms_to_its_schema")
     print("generated requests per operation:", dict(sorted(SEEN.items())))
-    assert len(SEEN) == len(list(schema.get_all_operations())) == 10
+    assert len(SEEN) == len(list(schema.get_all_operations())) >= 16
     for operation, count in SEEN.items():
         assert count >= 500, (operation, count)

@@ -131,3 +131,30 @@ def test_operator_routes_answer_from_slurmrestd(live_client):
     partitions = live_client.get("/slurm/partitions").get_json()["response"]["partitions"]
     assert PARTITION in {p["name"] for p in partitions}
     assert live_client.get("/slurm/job/999999").status_code == 404
+
+
+def test_output_is_read_only_from_the_tasks_own_files(workdir):
+    app, client = live({**slurm_config(), "SLURM_PROXY_OUTPUT_PREFIXES": "/home/{username}"})
+    task = task_in(workdir)
+    assert client.post("/submit", json={"task": task}).status_code == 200
+    wait_for_final(client, task["uuid"])
+    out = client.get(f"/monitor/task_uuid/{task['uuid']}/output?tail=5").get_json()
+    assert out["lines"][0].startswith("hello, world! (sent job") and out["stream"] == "stdout"
+    path = out["path"]
+    os.replace(path, path + ".real")
+    os.symlink("/etc/shadow", path)                     # the user plants a link
+    resp = client.get(f"/monitor/task_uuid/{task['uuid']}/output")
+    assert resp.status_code == 403 and "root:" not in resp.get_data(as_text=True)
+    os.remove(path)
+    with open(path, "w") as fh:                         # a file the user does not own
+        fh.write("not theirs\n")
+    resp = client.get(f"/monitor/task_uuid/{task['uuid']}/output")
+    assert resp.status_code == 403 and "not theirs" not in resp.get_data(as_text=True)
+
+
+def test_cluster_summary_reads_the_real_cluster(live_client):
+    body = live_client.get("/cluster").get_json()
+    (part,) = [p for p in body["partitions"] if p["name"] == PARTITION]
+    assert part["state"] == "UP" and part["nodes"]["total"] == 1 and part["cpus"]["total"] == 8
+    assert part["cpus"]["idle"] + part["cpus"]["allocated"] + part["cpus"]["down"] == 8
+    assert set(part["jobs"]) == {"pending", "running"}

@@ -38,6 +38,10 @@ class JobSubmission:
     nodes: int | None = None
     tasks_per_node: int | None = None
     cpus_per_task: int | None = None
+    account: str | None = None
+    qos: str | None = None
+    array: str | None = None
+    dependency: str | None = None      # job ids only (task uuids resolved before)
     standard_output: str = "/dev/null"
     standard_error: str = "/dev/null"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -88,4 +92,8 @@ def build_submission(plan: Mapping[str, Any]) -> JobSubmission:
         nodes=slurm.get("nodes"),
         tasks_per_node=slurm.get("ntasks_per_node"),
         cpus_per_task=slurm.get("cpus_per_task"),
+        account=slurm.get("account"),
+        qos=slurm.get("qos"),
+        array=slurm.get("array"),
+        dependency=slurm.get("dependency_job_ids") or slurm.get("dependency"),
     )

@@ -44,6 +44,7 @@ class Poller:
         self._jobs: dict[int, JobInfo] = {}
         self._by_comment: dict[str, JobInfo] = {}
         self._update_time: int | None = None
+        self._arrays: dict[int, list[JobInfo]] = {}
         self._cycles = 0
         self.failures = 0          # consecutive cycles slurmrestd failed
         self.last_cycle_at: datetime | None = None
@@ -112,6 +113,10 @@ class Poller:
         if jobs is not None:
             self._jobs = {j.job_id: j for j in jobs}
             self._by_comment = {j.comment: j for j in jobs if j.comment}
+            self._arrays: dict[int, list[JobInfo]] = {}
+            for j in jobs:
+                if j.array_job_id:
+                    self._arrays.setdefault(j.array_job_id, []).append(j)
         self._update_time = stamp
 
     def _track(self, record: dict[str, Any], now: datetime) -> str | None:
@@ -120,6 +125,8 @@ class Poller:
             return self._reconcile(record, now)
         job_id = record.get("slurm_job_id")
         job = self._jobs.get(job_id)
+        if job is not None and record["task"].get("slurm", {}).get("array"):
+            job = array_state(job_id, self._arrays.get(job_id) or [job])
         if job is not None:
             if record_job_state(self.store, record, job, now):
                 return "changed"
@@ -197,6 +204,31 @@ class Poller:
                 logger.exception("poll cycle failed")
             stop.wait(tick)
         logger.info("poller stopped")
+
+
+# An array ends with the worst of its elements' ends.
+_ARRAY_SEVERITY = ("COMPLETED", "CANCELLED", "PREEMPTED", "DEADLINE", "TIMEOUT", "OUT_OF_MEMORY",
+                   "NODE_FAIL", "BOOT_FAIL", "FAILED")
+
+
+def array_state(array_job_id: int, elements: list[JobInfo]) -> JobInfo:
+    """One state for a whole job array: active while any element is (RUNNING if one
+    runs), else the most severe final state, with the highest exit code."""
+    from dataclasses import replace
+
+    first = min(elements, key=lambda j: (j.array_task_id is None, j.array_task_id or 0))
+    unfinished = [j for j in elements if not j.is_terminal]
+    if unfinished:
+        state = "RUNNING" if any(j.state == "RUNNING" for j in unfinished) else unfinished[0].state
+        return replace(first, job_id=array_job_id, state=state, state_flags=(), end_time=None)
+    worst = max(elements, key=lambda j: _ARRAY_SEVERITY.index(j.state)
+                if j.state in _ARRAY_SEVERITY else len(_ARRAY_SEVERITY))
+    codes = [j.exit_code for j in elements if j.exit_code is not None]
+    ends = [j.end_time for j in elements if j.end_time]
+    starts = [j.start_time for j in elements if j.start_time]
+    return replace(worst, job_id=array_job_id, state_flags=(),
+                   exit_code=max(codes) if codes else None,
+                   start_time=min(starts) if starts else None, end_time=max(ends) if ends else None)
 
 
 def build_poller(config, store=None, slurm=None, notifiers=None) -> Poller:

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 # What the poller needs of an active task (not its history or outbox).
 ACTIVE_PROJECTION = {"_id": False, "task.uuid": True, "task.username": True,
-                     "task.notification": True, "slurm_job_id": True,
+                     "task.notification": True, "task.slurm": True, "slurm_job_id": True,
                      "slurm_job_state": True, "created_at": True, "updated_at": True,
                      "missing_since": True}
 DUE_STATUSES = ("pending", "sending")

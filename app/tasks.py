@@ -9,6 +9,7 @@ comment carries the uuid, so it can be found).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any, Mapping
 
@@ -60,6 +61,23 @@ def raise_invalid(errors: dict[str, list[str]]) -> None:
         f"{k}: {' '.join(v)}" for k, v in sorted(errors.items())), errors=errors)
 
 
+_UUID_IN_DEPENDENCY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def resolve_dependency(services: Services, dependency: str, key: ApiKey) -> str:
+    """``afterok:<task uuid>`` -> ``afterok:<its job id>``; the key must be allowed to
+    see each task named, and each must have a Slurm job."""
+    def job_id_of(match: re.Match) -> str:
+        record = services.store.get(match.group(0))
+        if record is None or record.get("slurm_job_id") is None:
+            raise_invalid({"task.slurm.dependency": [
+                f"Task {match.group(0)} is unknown here or has no Slurm job."]})
+        key.check_user(record["task"]["username"])
+        return str(record["slurm_job_id"])
+
+    return _UUID_IN_DEPENDENCY.sub(job_id_of, dependency)
+
+
 def new_record(task: dict[str, Any], *, state: str, source: str,
                job_id: int | None = None) -> dict[str, Any]:
     now = utcnow()
@@ -84,6 +102,9 @@ def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey, *,
     key.check_user(task["username"])
     plan = plan_task(task)
     policy.check_task(plan, services.config)
+    if plan["slurm"].get("dependency"):
+        plan["slurm"]["dependency_job_ids"] = resolve_dependency(
+            services, plan["slurm"]["dependency"], key)
     submission = build_submission(plan)
     uuid, user = plan["uuid"], plan["username"]
     record = new_record(plan, state=constants.SUBMITTING, source="submit")
@@ -187,6 +208,7 @@ def with_live_state(services: Services, record: dict[str, Any]) -> dict[str, Any
     except SlurmError as exc:
         return {"monitor": record, "slurm": None,
                 "slurm_error": {"code": exc.code, "message": exc.message}}
-    if record_job_state(services.store, record, job):
+    # An array's state is its elements' together, which the poller records.
+    if not record["task"].get("slurm", {}).get("array") and record_job_state(services.store, record, job):
         record = services.store.get(record["task"]["uuid"]) or record
     return {"monitor": record, "slurm": job.to_dict()}

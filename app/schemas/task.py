@@ -17,6 +17,12 @@ from .notification import NotificationSchema
 
 USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 PARTITION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_DEP_ONE = rf"(after|afterany|afterok|afternotok|aftercorr):([0-9]{{1,10}}|{_UUID})(:([0-9]{{1,10}}|{_UUID}))*"
+# Slurm's --dependency, where a job may also be named by a task uuid of this service.
+DEPENDENCY = rf"^(singleton|{_DEP_ONE})(,(singleton|{_DEP_ONE}))*$"
+# Slurm's --array: indexes and ranges with an optional step, then an optional %limit.
+ARRAY = r"^[0-9]{1,7}(-[0-9]{1,7}(:[0-9]{1,7})?)?(,[0-9]{1,7}(-[0-9]{1,7}(:[0-9]{1,7})?)?)*(%[0-9]{1,5})?$"
 
 
 class SlurmSchema(Schema):
@@ -30,6 +36,12 @@ class SlurmSchema(Schema):
     partition = Text(validate=validate.Regexp(PARTITION, error="Not a valid partition name."))
     time = SlurmTime()
     environment = Environment()
+    account = Text(validate=validate.Regexp(PARTITION, error="Not a valid account name."))
+    qos = Text(validate=validate.Regexp(PARTITION, error="Not a valid QOS name."))
+    array = Text(max_length=255, validate=validate.Regexp(ARRAY, error=(
+        "Not a Slurm array specification (e.g. 0-9, 1,3,5, 0-99:2%10).")))
+    dependency = Text(max_length=1024, validate=validate.Regexp(DEPENDENCY, error=(
+        "Not a dependency: e.g. afterok:<task uuid or job id>[:...], singleton.")))
 
 
 class DirsSchema(Schema):

@@ -158,3 +158,60 @@ def test_cluster_summary_reads_the_real_cluster(live_client):
     assert part["state"] == "UP" and part["nodes"]["total"] == 1 and part["cpus"]["total"] == 8
     assert part["cpus"]["idle"] + part["cpus"]["allocated"] + part["cpus"]["down"] == 8
     assert set(part["jobs"]) == {"pending", "running"}
+
+
+def poll_until_final(app, uuid, timeout=60):
+    """Run the real poller until the task's stored state is final."""
+    import time as _time
+
+    from app.constants import FINAL_STATES
+    from app.poller import Poller
+
+    services = app.extensions["slurm_proxy"]
+    poller = Poller(services.store, services.slurm, None, interval=1, lost_after=600)
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        poller.run_once()
+        record = services.store.get(uuid)
+        if record["slurm_job_state"] in FINAL_STATES:
+            return record
+        _time.sleep(0.3)
+    raise AssertionError(f"{uuid} not final: {services.store.get(uuid)['slurm_job_state']}")
+
+
+def test_job_array_ends_with_its_worst_element(workdir):
+    app, client = live()
+    task = task_in(workdir, cmd="exit", params=["$SLURM_ARRAY_TASK_ID"])
+    task["slurm"]["array"] = "0-2"
+    resp = client.post("/submit", json={"task": task})
+    assert resp.status_code == 200, resp.get_json()
+    record = poll_until_final(app, task["uuid"])
+    assert record["slurm_job_state"] == "FAILED" and record["exit_code"] == 2
+    assert record["task"]["slurm"]["array"] == "0-2"
+    live_job = client.get(f"/monitor/task_uuid/{task['uuid']}").get_json()["slurm"]
+    assert live_job["array_job_id"] == resp.get_json()["slurm_job_id"]
+
+
+def test_dependency_on_another_task_and_account_pass_through(workdir):
+    app, client = live()
+    first = task_in(workdir, cmd="sleep", params=["2"])
+    assert client.post("/submit", json={"task": first}).status_code == 200
+    second = task_in(workdir)
+    second["slurm"].update(dependency=f"afterok:{first['uuid']}", account="physics")
+    resp = client.post("/submit", json={"task": second})
+    assert resp.status_code == 200, resp.get_json()
+    waiting = client.get(f"/monitor/task_uuid/{second['uuid']}").get_json()["slurm"]
+    assert waiting["state"] == "PENDING" and waiting["state_reason"] == "Dependency"
+    first_record = wait_for_final(client, first["uuid"])
+    second_record = wait_for_final(client, second["uuid"])
+    assert second_record["monitor"]["slurm_job_state"] == "COMPLETED"
+    assert second_record["slurm"]["start_time"] >= first_record["slurm"]["end_time"]
+    raw = client.get(f"/slurm/job/{second_record['monitor']['slurm_job_id']}").get_json()
+    job = raw["response"]["jobs"][0]
+    assert job["account"] == "physics"
+    assert job["dependency"] in ("", f"afterok:{first_record['monitor']['slurm_job_id']}(unfulfilled)",
+                                 f"afterok:{first_record['monitor']['slurm_job_id']}")
+    unknown = task_in(workdir)
+    unknown["slurm"]["dependency"] = "afterok:123e4567-e89b-12d3-a456-000000000000"
+    bad = client.post("/submit", json={"task": unknown})
+    assert bad.status_code == 400 and "task.slurm.dependency" in bad.get_json()["errors"]

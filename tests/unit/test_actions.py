@@ -134,3 +134,37 @@ def test_output_is_501_when_the_server_does_not_read_files(client):
 def test_output_bad_arguments(client, query):
     uuid, _ = submit(client)
     assert client.get(f"/monitor/task_uuid/{uuid}/output?{query}").status_code == 400
+
+
+def test_slurm_options_pass_through(client, fake_slurm):
+    first, first_job = submit(client)
+    task = hello_task()
+    task["slurm"].update(account="physics", qos="high", array="0-9%2",
+                         dependency=f"afterok:{first}:77,singleton")
+    assert client.post("/submit", json={"task": task}).status_code == 200
+    sub = fake_slurm.submitted[-1][0]
+    assert (sub.account, sub.qos, sub.array) == ("physics", "high", "0-9%2")
+    assert sub.dependency == f"afterok:{first_job}:77,singleton"
+    from app.slurm.versions import ADAPTERS
+    for version in ("0.0.38", "0.0.42"):
+        job = ADAPTERS[version]().submit_body(sub)["job"]
+        assert (job["account"], job["qos"], job["array"], job["dependency"]) == (
+            "physics", "high", "0-9%2", f"afterok:{first_job}:77,singleton")
+
+
+def test_a_dependency_on_another_users_task_is_refused(app, keys, client):
+    theirs, _ = submit(client, username="other", cwd="/home/other")
+    task = hello_task()
+    task["slurm"]["dependency"] = f"afterok:{theirs}"
+    resp = authorized(app, keys[1]["someone"]).post("/submit", json={"task": task})
+    assert resp.status_code == 403
+
+
+@pytest.mark.parametrize("field,value", [("array", "0-9%"), ("array", "a-b"),
+                                         ("dependency", "after:"), ("dependency", "afterok:x"),
+                                         ("account", "a b"), ("qos", "q;rm")])
+def test_bad_slurm_options(client, field, value):
+    task = hello_task()
+    task["slurm"][field] = value
+    resp = client.post("/submit", json={"task": task})
+    assert resp.status_code == 400 and f"task.slurm.{field}" in resp.get_json()["errors"]

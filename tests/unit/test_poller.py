@@ -317,3 +317,16 @@ def test_deliveries_are_visible_in_the_monitor_response(client, store, fake_slur
     (delivery,) = body["monitor"]["deliveries"]
     assert (delivery["method"], delivery["target"], delivery["state"], delivery["status"]) == (
         "email", "a@b.org", "COMPLETED", "pending")
+
+
+def test_array_state_is_active_until_every_element_ends():
+    from app.poller import array_state
+    elements = [replace(make_job(10, "COMPLETED"), array_job_id=10, array_task_id=0),
+                replace(make_job(11, "RUNNING"), array_job_id=10, array_task_id=1)]
+    assert array_state(10, elements).state == "RUNNING"
+    elements[1] = replace(make_job(11, "FAILED", exit_code=4), array_job_id=10, array_task_id=1)
+    done = array_state(10, elements)
+    assert (done.job_id, done.state, done.exit_code, done.is_terminal) == (10, "FAILED", 4, True)
+    cancelled = [replace(make_job(10, "COMPLETED"), array_job_id=10, array_task_id=0),
+                 replace(make_job(12, "CANCELLED", exit_code=None), array_job_id=10, array_task_id=2)]
+    assert array_state(10, cancelled).state == "CANCELLED"

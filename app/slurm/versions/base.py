@@ -35,6 +35,8 @@ class JobInfo:
     standard_error: str | None
     current_working_directory: str | None
     comment: str | None
+    array_job_id: int | None = None     # the array's job id, for an element of an array
+    array_task_id: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -137,6 +139,9 @@ class Adapter:
             job["tasks_per_node"] = sub.tasks_per_node
         if sub.cpus_per_task is not None:
             job["cpus_per_task"] = sub.cpus_per_task
+        for name in ("account", "qos", "array", "dependency"):
+            if getattr(sub, name):
+                job[name] = getattr(sub, name)
         job.update(sub.extra)
         if self.script_in_job:
             job["script"] = sub.script
@@ -171,6 +176,8 @@ class Adapter:
             standard_error=job.get("standard_error") or None,
             current_working_directory=job.get("current_working_directory") or None,
             comment=job.get("comment") or None,
+            array_job_id=number(job.get("array_job_id")) or None,
+            array_task_id=number(job.get("array_task_id")),
         )
 
     def parse_db_job(self, job: dict[str, Any]) -> JobInfo:

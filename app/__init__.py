@@ -42,13 +42,25 @@ class JSONProvider(DefaultJSONProvider):
 
 
 def build_slurm_client(config: Mapping[str, Any]):
+    """A ``Clusters`` of one SlurmClient per configured cluster."""
     from .slurm.client import SlurmClient
+    from .slurm.clusters import Clusters, cluster_configs
     from .slurm.transport import Transport
 
-    transport = Transport(config["SLURM_BASE_URL"], slurm_auth_from_config(config),
-                          connect_timeout=config["SLURM_CONNECT_TIMEOUT"],
-                          read_timeout=config["SLURM_READ_TIMEOUT"])
-    return SlurmClient(transport, config["SLURM_API_VERSION"])
+    clients = {}
+    for name, settings in cluster_configs(config).items():
+        transport = Transport(settings["SLURM_BASE_URL"], slurm_auth_from_config(settings),
+                              connect_timeout=settings["SLURM_CONNECT_TIMEOUT"],
+                              read_timeout=settings["SLURM_READ_TIMEOUT"])
+        clients[name] = SlurmClient(transport, settings["SLURM_API_VERSION"])
+    return Clusters(clients)
+
+
+def as_clusters(slurm, config: Mapping[str, Any]):
+    """A single client (a test double, say) becomes a one-cluster ``Clusters``."""
+    from .slurm.clusters import Clusters
+
+    return slurm if isinstance(slurm, Clusters) else Clusters({config["SLURM_CLUSTER_NAME"]: slurm})
 
 
 def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slurm=None,
@@ -78,8 +90,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
                 "*** MONGODB_URI is not set: using an embedded in-memory store. Task "
                 "records are NOT kept across restarts and are not shared between "
                 "processes. Set MONGODB_URI for real use. ***")
-    if slurm is None:
-        slurm = build_slurm_client(config)
+    slurm = as_clusters(slurm if slurm is not None else build_slurm_client(config), config)
     if keys is None:
         keys = key_store_from_config(config)
     from .actions import ClusterCache

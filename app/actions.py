@@ -112,8 +112,9 @@ def cancel_task(services: Services, record: dict[str, Any], key: ApiKey) -> dict
     job_id = record.get("slurm_job_id")
     if job_id is None:
         raise TaskFinished(f"Task {uuid} has no Slurm job ({state}); nothing to cancel.")
+    slurm = services.slurm.get(services.slurm.name_of(record))
     try:
-        services.slurm.cancel(job_id, user=record["task"]["username"])
+        slurm.cancel(job_id, user=record["task"]["username"])
     except SlurmJobFinished:
         raise TaskFinished(f"Slurm job {job_id} of task {uuid} has already finished.") from None
     except SlurmJobNotFound:
@@ -121,7 +122,8 @@ def cancel_task(services: Services, record: dict[str, Any], key: ApiKey) -> dict
     services.store.set_fields(uuid, {"cancel_requested_at": utcnow()})
     logger.info("cancel requested task_uuid=%s slurm_job_id=%s", uuid, job_id)
     try:                  # record what Slurm says now; the poller records the final word
-        record_job_state(services.store, record, services.slurm.get_job(job_id))
+        if not record["task"].get("slurm", {}).get("array"):
+            record_job_state(services.store, record, slurm.get_job(job_id))
     except SlurmProxyError:
         pass
     current = services.store.get(uuid) or record
@@ -133,8 +135,11 @@ def cancel_by_uuid(services: Services, uuid: str, key: ApiKey) -> dict[str, Any]
     return cancel_task(services, lookup_record(services, uuid), key)
 
 
-def cancel_by_job_id(services: Services, job_id: int, key: ApiKey) -> dict[str, Any]:
-    record = services.store.get_by_job_id(job_id) if 0 < job_id < 2**32 else None
+def cancel_by_job_id(services: Services, job_id: int, key: ApiKey,
+                     cluster: str | None = None) -> dict[str, Any]:
+    cluster = cluster or services.slurm.default
+    services.slurm.get(cluster)                         # 404 for an unknown cluster
+    record = services.store.get_by_job_id(job_id, cluster) if 0 < job_id < 2**32 else None
     if record is None:
         raise TaskNotFound(f"No task record for Slurm job {job_id}.")
     return cancel_task(services, record, key)
@@ -234,14 +239,17 @@ class ClusterCache:
     def __init__(self, ttl: float = 5.0):
         self.ttl = ttl
         self._lock = threading.Lock()
-        self._value: tuple[float, dict] | None = None
+        self._values: dict[str, tuple[float, dict]] = {}
 
-    def get(self, services: Services) -> dict[str, Any]:
+    def get(self, services: Services, cluster: str | None = None) -> dict[str, Any]:
+        cluster = cluster or services.slurm.default
+        slurm = services.slurm.get(cluster)
         with self._lock:
-            if self._value and time.monotonic() - self._value[0] < self.ttl:
-                return self._value[1]
-            value = cluster_summary(services)
-            self._value = (time.monotonic(), value)
+            cached = self._values.get(cluster)
+            if cached and time.monotonic() - cached[0] < self.ttl:
+                return cached[1]
+            value = {"cluster": cluster, **cluster_summary(slurm)}
+            self._values[cluster] = (time.monotonic(), value)
             return value
 
 
@@ -250,8 +258,7 @@ def _states(raw) -> set[str]:
     return {base, *flags}
 
 
-def cluster_summary(services: Services) -> dict[str, Any]:
-    slurm = services.slurm
+def cluster_summary(slurm) -> dict[str, Any]:
     partitions = slurm.partitions().get("partitions") or []
     nodes = slurm.nodes().get("nodes") or []
     jobs = slurm.get_jobs()

@@ -166,12 +166,14 @@ def submit(client: Client, file, wait, timeout):
 @main.command()
 @click.argument("uuid", required=False)
 @click.option("--job-id", type=int, help="Look the task up by Slurm job id.")
+@click.option("--cluster", help="With --job-id: the job's cluster (default: the first).")
 @click.option("--wait", type=int, default=0, help="Wait up to this many seconds for a final state.")
 @click.pass_obj
-def status(client: Client, uuid, job_id, wait):
+def status(client: Client, uuid, job_id, cluster, wait):
     """A task's record and its live Slurm job."""
     path = _task_path(uuid, job_id)
-    body = client.call("GET", path, params={"wait": wait} if wait else None, timeout=wait + 30)
+    params = {k: v for k, v in {"wait": wait, "cluster": cluster if job_id else None}.items() if v}
+    body = client.call("GET", path, params=params or None, timeout=wait + 30)
     client.show(body, describe_task)
 
 
@@ -210,10 +212,12 @@ def list_(client: Client, user, state, name, since, until, limit, everything):
 @main.command()
 @click.argument("uuid", required=False)
 @click.option("--job-id", type=int)
+@click.option("--cluster", help="With --job-id: the job's cluster (default: the first).")
 @click.pass_obj
-def cancel(client: Client, uuid, job_id):
+def cancel(client: Client, uuid, job_id, cluster):
     """Cancel a task's Slurm job (its end is then reported like any other)."""
-    body = client.call("DELETE", _task_path(uuid, job_id))
+    body = client.call("DELETE", _task_path(uuid, job_id),
+                       params={"cluster": cluster} if cluster and job_id else None)
     client.show(body, lambda b: click.echo(f"{b['uuid']}: cancel of Slurm job {b['slurm_job_id']} requested"))
 
 
@@ -253,10 +257,11 @@ def output(client: Client, uuid, stream, tail):
 
 
 @main.command()
+@click.option("--cluster", "name", help="Which cluster (default: the first).")
 @click.pass_obj
-def cluster(client: Client):
+def cluster(client: Client, name):
     """Partitions: nodes and CPUs idle, allocated and down; jobs pending and running."""
-    body = client.call("GET", "/cluster")
+    body = client.call("GET", "/cluster", params={"cluster": name} if name else None)
 
     def human(b):
         for p in b["partitions"]:

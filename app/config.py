@@ -44,6 +44,8 @@ class Setting:
 SETTINGS: dict[str, Setting] = {
     # slurmrestd
     "SLURM_BASE_URL": Setting("http://127.0.0.1:6820"),
+    "SLURM_CLUSTER_NAME": Setting("default"),
+    "SLURM_CLUSTERS_FILE": Setting(""),
     "SLURM_API_VERSION": Setting("auto"),
     "SLURM_USER_NAME": Setting("slurm"),
     "SLURM_USER_TOKEN": Setting(""),

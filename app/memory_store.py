@@ -103,10 +103,11 @@ class MemoryTaskStore:
             doc = self._docs.get(uuid)
             return copy.deepcopy(doc) if doc is not None else None
 
-    def get_by_job_id(self, job_id: int) -> dict[str, Any] | None:
+    def get_by_job_id(self, job_id: int, cluster: str | None = None) -> dict[str, Any] | None:
         with self._lock:
             docs = [self._docs[u] for u in self._by_job.get(job_id, ())
-                    if self._docs[u].get("slurm_job_id") == job_id]
+                    if self._docs[u].get("slurm_job_id") == job_id
+                    and (cluster is None or self._docs[u]["task"].get("cluster") == cluster)]
             if not docs:
                 return None
             return copy.deepcopy(max(docs, key=lambda d: d["created_at"]))

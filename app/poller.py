@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from . import metrics
 from .constants import SUBMIT_FAILED, SUBMIT_UNKNOWN, SUBMITTING, LOST
-from .errors import SlurmError, SlurmJobNotFound, StoreUnavailable
+from .errors import SlurmError, SlurmJobNotFound, SlurmProxyError, StoreUnavailable
 from .slurm.versions import JobInfo
 from .store import utcnow
 from .tracking import change_state, job_facts, record_job_state, settled_state
@@ -34,20 +34,51 @@ FULL_SYNC_EVERY = 30          # cycles between fetches without update_time, for 
 SUBMITTING_GRACE = 60.0       # seconds a SUBMITTING record may be in flight
 
 
+class ClusterView:
+    """What the poller last heard from one cluster's slurmrestd."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.jobs: dict[int, JobInfo] = {}
+        self.by_comment: dict[str, JobInfo] = {}
+        self.arrays: dict[int, list[JobInfo]] = {}
+        self.update_time: int | None = None
+        self.cycles = 0
+        self.failures = 0
+
+    def refresh(self, client) -> None:
+        """One request: every job (or 304: nothing changed since the last one)."""
+        self.cycles += 1
+        since = None if self.cycles % FULL_SYNC_EVERY == 1 else self.update_time
+        jobs, stamp = client.get_jobs_since(since)
+        if jobs is not None:
+            self.jobs = {j.job_id: j for j in jobs}
+            self.by_comment = {j.comment: j for j in jobs if j.comment}
+            self.arrays = {}
+            for j in jobs:
+                if j.array_job_id:
+                    self.arrays.setdefault(j.array_job_id, []).append(j)
+        self.update_time = stamp
+        self.failures = 0
+
+
 class Poller:
     def __init__(self, store, slurm, dispatcher=None, *, interval: float = 10.0,
                  lost_after: float = 600.0, slurmdb: bool = False,
                  clock: Callable[[], datetime] = utcnow):
-        self.store, self.slurm, self.dispatcher = store, slurm, dispatcher
+        from .slurm.clusters import Clusters
+
+        self.store, self.dispatcher = store, dispatcher
+        self.slurm = slurm if isinstance(slurm, Clusters) else Clusters({"default": slurm})
         self.interval, self.lost_after, self.slurmdb = interval, lost_after, slurmdb
         self.clock = clock
-        self._jobs: dict[int, JobInfo] = {}
-        self._by_comment: dict[str, JobInfo] = {}
-        self._update_time: int | None = None
-        self._arrays: dict[int, list[JobInfo]] = {}
-        self._cycles = 0
-        self.failures = 0          # consecutive cycles slurmrestd failed
+        self.views: dict[str, ClusterView] = {}
         self.last_cycle_at: datetime | None = None
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failed cycles of the worst cluster."""
+        return max((v.failures for v in self.views.values()), default=0)
 
     @classmethod
     def from_config(cls, store, slurm, dispatcher, config, **kwargs) -> "Poller":
@@ -80,68 +111,59 @@ class Poller:
             counts["errors"] += 1
             return counts
         counts["active"] = len(active)
-        if active:
+        by_cluster: dict[str, list[dict[str, Any]]] = {}
+        for record in active:
+            by_cluster.setdefault(self.slurm.name_of(record), []).append(record)
+        now = self.clock()
+        for name, records in by_cluster.items():
+            view = self.views.setdefault(name, ClusterView(name))
             try:
-                self._refresh()
-                self.failures = 0
-            except SlurmError as exc:
-                self.failures += 1
+                view.refresh(self.slurm.get(name))
+            except SlurmProxyError as exc:
+                view.failures += 1
                 counts["slurm_ok"] = False
                 counts["errors"] += 1
-                logger.warning("poll: slurmrestd failed (%d in a row): %s", self.failures, exc.message)
-            else:
-                now = self.clock()
-                for record in active:
-                    try:
-                        outcome = self._track(record, now)
-                    except Exception:  # noqa: BLE001 - one task must not stop the others
-                        counts["errors"] += 1
-                        logger.exception("poll: task_uuid=%s slurm_job_id=%s failed",
-                                         record["task"]["uuid"], record.get("slurm_job_id"))
-                        continue
-                    if outcome:
-                        counts[outcome] += 1
+                logger.warning("poll: cluster %s: slurmrestd failed (%d in a row): %s",
+                               name, view.failures, exc.message)
+                continue
+            for record in records:
+                try:
+                    outcome = self._track(record, view, now)
+                except Exception:  # noqa: BLE001 - one task must not stop the others
+                    counts["errors"] += 1
+                    logger.exception("poll: task_uuid=%s slurm_job_id=%s failed",
+                                     record["task"]["uuid"], record.get("slurm_job_id"))
+                    continue
+                if outcome:
+                    counts[outcome] += 1
         if self.dispatcher is not None:
             counts["notifications"] = self.dispatcher.run_once()
         self.last_cycle_at = self.clock()
         return counts
 
-    def _refresh(self) -> None:
-        self._cycles += 1
-        since = None if self._cycles % FULL_SYNC_EVERY == 1 else self._update_time
-        jobs, stamp = self.slurm.get_jobs_since(since)
-        if jobs is not None:
-            self._jobs = {j.job_id: j for j in jobs}
-            self._by_comment = {j.comment: j for j in jobs if j.comment}
-            self._arrays: dict[int, list[JobInfo]] = {}
-            for j in jobs:
-                if j.array_job_id:
-                    self._arrays.setdefault(j.array_job_id, []).append(j)
-        self._update_time = stamp
-
-    def _track(self, record: dict[str, Any], now: datetime) -> str | None:
+    def _track(self, record: dict[str, Any], view: "ClusterView", now: datetime) -> str | None:
         state = record["slurm_job_state"]
         if state in (SUBMITTING, SUBMIT_UNKNOWN):
-            return self._reconcile(record, now)
+            return self._reconcile(record, view, now)
         job_id = record.get("slurm_job_id")
-        job = self._jobs.get(job_id)
+        job = view.jobs.get(job_id)
         if job is not None and record["task"].get("slurm", {}).get("array"):
-            job = array_state(job_id, self._arrays.get(job_id) or [job])
+            job = array_state(job_id, view.arrays.get(job_id) or [job])
         if job is not None:
             if record_job_state(self.store, record, job, now):
                 return "changed"
             if record.get("missing_since"):
                 self.store.set_fields(record["task"]["uuid"], {"missing_since": None})
             return None
-        return self._missing(record, now)
+        return self._missing(record, view, now)
 
-    def _reconcile(self, record: dict[str, Any], now: datetime) -> str | None:
+    def _reconcile(self, record: dict[str, Any], view: "ClusterView", now: datetime) -> str | None:
         """A submit whose answer we never saw: find the job by its comment."""
         uuid = record["task"]["uuid"]
         age = (now - record["created_at"]).total_seconds()
         if record["slurm_job_state"] == SUBMITTING and age < SUBMITTING_GRACE:
             return None                              # a submit still in flight
-        job = self._by_comment.get(f"slurm-proxy:{uuid}")
+        job = view.by_comment.get(f"slurm-proxy:{uuid}")
         if job is not None:
             state = settled_state(job) or "RUNNING"          # still completing
             changed = change_state(self.store, record, state,
@@ -157,13 +179,13 @@ class Poller:
             return "changed" if changed else None
         return None
 
-    def _missing(self, record: dict[str, Any], now: datetime) -> str | None:
+    def _missing(self, record: dict[str, Any], view: "ClusterView", now: datetime) -> str | None:
         uuid, job_id = record["task"]["uuid"], record.get("slurm_job_id")
         if job_id is None:
             return None
         if self.slurmdb:
             try:
-                job = self.slurm.get_db_job(job_id)
+                job = self.slurm.get(view.name).get_db_job(job_id)
             except SlurmJobNotFound:
                 job = None
             if job is not None and job.is_terminal:

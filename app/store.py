@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 # What the poller needs of an active task (not its history or outbox).
 ACTIVE_PROJECTION = {"_id": False, "task.uuid": True, "task.username": True,
-                     "task.notification": True, "task.slurm": True, "slurm_job_id": True,
+                     "task.notification": True, "task.slurm": True, "task.cluster": True, "slurm_job_id": True,
                      "slurm_job_state": True, "created_at": True, "updated_at": True,
                      "missing_since": True}
 DUE_STATUSES = ("pending", "sending")
@@ -153,10 +153,14 @@ class TaskStore:
         with self._op("read the task"):
             return self.collection.find_one({"task.uuid": uuid}, {"_id": False, "active": False})
 
-    def get_by_job_id(self, job_id: int) -> dict[str, Any] | None:
-        """The newest task for a Slurm job id (ids repeat if a cluster is rebuilt)."""
+    def get_by_job_id(self, job_id: int, cluster: str | None = None) -> dict[str, Any] | None:
+        """The newest task for a Slurm job id on a cluster (ids repeat if a cluster is
+        rebuilt, and between clusters)."""
+        query: dict[str, Any] = {"slurm_job_id": job_id}
+        if cluster is not None:
+            query["task.cluster"] = cluster
         with self._op("read the task"):
-            docs = list(self.collection.find({"slurm_job_id": job_id},
+            docs = list(self.collection.find(query,
                                              {"_id": False, "active": False})
                         .sort("created_at", pymongo.DESCENDING).limit(1))
         return docs[0] if docs else None

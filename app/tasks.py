@@ -102,6 +102,8 @@ def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey, *,
     key.check_user(task["username"])
     plan = plan_task(task)
     policy.check_task(plan, services.config)
+    plan["cluster"] = pick_cluster(services, plan)
+    slurm = services.slurm.get(plan["cluster"])
     if plan["slurm"].get("dependency"):
         plan["slurm"]["dependency_job_ids"] = resolve_dependency(
             services, plan["slurm"]["dependency"], key)
@@ -113,7 +115,7 @@ def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey, *,
     services.store.insert(record)
     started = time.monotonic()
     try:
-        job_id = services.slurm.submit(submission, user=user)
+        job_id = slurm.submit(submission, user=user)
     except SlurmError as exc:
         state = constants.SUBMIT_UNKNOWN if isinstance(exc, SlurmTimeout) else constants.SUBMIT_FAILED
         _record_failure(services, uuid, state, exc)
@@ -123,13 +125,22 @@ def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey, *,
                        + (" and will be reconciled if the job turns up."
                           if state == constants.SUBMIT_UNKNOWN else "; nothing was queued."))
         raise
-    fields = {"slurm_job_id": job_id, "slurm_api_version": services.slurm.api_version}
+    fields = {"slurm_job_id": job_id, "slurm_api_version": slurm.api_version}
     _save_submitted(services, uuid, job_id, fields)
     logger.info("submitted task_uuid=%s slurm_job_id=%s user=%s in %.1f ms",
                 uuid, job_id, user, (time.monotonic() - started) * 1000)
     return {"uuid": uuid, "slurm_job_id": job_id, "slurm_job_state": "PENDING",
-            "name": plan["name"], "username": user,
+            "name": plan["name"], "username": user, "cluster": plan["cluster"],
             "links": {"monitor": f"/monitor/task_uuid/{uuid}"}}
+
+
+def pick_cluster(services: Services, task: Mapping[str, Any]) -> str:
+    """The task's cluster, checked against the configured ones (400 naming the field)."""
+    name = task.get("cluster") or services.slurm.default
+    if name not in services.slurm.names:
+        raise_invalid({"task.cluster": [f"Unknown cluster {name!r}; known: "
+                                        f"{', '.join(services.slurm.names)}."]})
+    return name
 
 
 def _save_submitted(services: Services, uuid: str, job_id: int, fields: dict) -> None:
@@ -160,6 +171,7 @@ def _record_failure(services: Services, uuid: str, state: str, exc: SlurmProxyEr
 def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey) -> dict[str, Any]:
     task = dict(monitor["task"])
     key.check_user(task["username"])
+    task["cluster"] = pick_cluster(services, task)
     policy.check_user(task["username"], services.config)
     errors = policy.check_notification_targets(task.get("notification") or {}, services.config)
     if errors:
@@ -185,10 +197,13 @@ def lookup_by_uuid(services: Services, uuid: str, key: ApiKey) -> dict[str, Any]
     return with_live_state(services, record)
 
 
-def lookup_by_job_id(services: Services, job_id: int, key: ApiKey) -> dict[str, Any]:
-    record = services.store.get_by_job_id(job_id) if 0 < job_id < 2**32 else None
+def lookup_by_job_id(services: Services, job_id: int, key: ApiKey,
+                     cluster: str | None = None) -> dict[str, Any]:
+    cluster = cluster or services.slurm.default
+    services.slurm.get(cluster)                         # 404 for an unknown cluster
+    record = services.store.get_by_job_id(job_id, cluster) if 0 < job_id < 2**32 else None
     if record is None:
-        raise TaskNotFound(f"No task record for Slurm job {job_id}.")
+        raise TaskNotFound(f"No task record for Slurm job {job_id} on cluster {cluster}.")
     key.check_user(record["task"]["username"])
     return with_live_state(services, record)
 
@@ -199,7 +214,7 @@ def with_live_state(services: Services, record: dict[str, Any]) -> dict[str, Any
         return {"monitor": record, "slurm": None, "slurm_error": {
             "code": "no_job", "message": f"The task has no Slurm job ({record['slurm_job_state']})."}}
     try:
-        job = services.slurm.get_job(job_id)
+        job = services.slurm.get(services.slurm.name_of(record)).get_job(job_id)
     except SlurmJobNotFound:
         return {"monitor": record, "slurm": None, "slurm_error": {
             "code": "slurm_job_not_found",

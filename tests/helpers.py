@@ -67,6 +67,7 @@ class RecordingNotifier:
 
 def add_task(store, job_id, state="PENDING", methods=("email",), on=None,
              webhook_url="https://hooks.example.org/x", **task_changes):
+    """A task record as the service stores it (no request involved)."""
     task = hello_task(**task_changes)
     task["notification"] = {"methods": list(methods), "params": {
         "email": {"recipient": "someone@example.org", "subject": "done", "body": "my words"},

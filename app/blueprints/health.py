@@ -33,14 +33,20 @@ def readyz():
     except StoreUnavailable as exc:
         logger.warning("readyz: %s", exc.message)
         checks["mongodb"] = {"ok": False, "error": exc.code}
-    try:
-        pings = services.slurm.ping().get("pings") or []
-        up = bool(pings) and all("UP" in (p.get("ping"), p.get("pinged")) for p in pings)
-        checks["slurmrestd"] = {"ok": up, "api_version": services.slurm.api_version,
-                                **({} if up else {"error": "slurmctld_not_up"})}
-    except SlurmError as exc:
-        logger.warning("readyz: %s", exc.message)
-        checks["slurmrestd"] = {"ok": False, "error": exc.code}
+    clusters = {}
+    for name in services.slurm.names:
+        client = services.slurm.get(name)
+        try:
+            pings = client.ping().get("pings") or []
+            up = bool(pings) and all("UP" in (p.get("ping"), p.get("pinged")) for p in pings)
+            clusters[name] = {"ok": up, "api_version": client.api_version,
+                              **({} if up else {"error": "slurmctld_not_up"})}
+        except SlurmError as exc:
+            logger.warning("readyz: cluster %s: %s", name, exc.message)
+            clusters[name] = {"ok": False, "error": exc.code}
+    first = clusters[services.slurm.default]
+    checks["slurmrestd"] = {**first, "ok": all(c["ok"] for c in clusters.values()),
+                            "clusters": clusters}
     try:
         beat = services.store.last_beat("poller")
     except StoreUnavailable:

@@ -47,6 +47,18 @@ class WaitArgs(Schema):
                                                        "(capped by SLURM_PROXY_MAX_WAIT)."})
 
 
+CLUSTER_ARG = dict(validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$"),
+                   metadata={"description": "The job's cluster (default: the first)."})
+
+
+class JobIdArgs(WaitArgs):
+    cluster = fields.String(**CLUSTER_ARG)
+
+
+class ClusterArgs(Schema):
+    cluster = fields.String(**CLUSTER_ARG)
+
+
 def _maybe_wait(lookup, args):
     if args.get("wait"):
         return actions.wait_for_task(get_services(), lookup, current_key(), args["wait"])
@@ -64,12 +76,14 @@ def by_uuid(args, task_uuid):
 
 
 @blp.route("/monitor/slurm_job_id/<int:slurm_job_id>", methods=["GET"])
-@blp.arguments(WaitArgs, location="query")
+@blp.arguments(JobIdArgs, location="query")
 @blp.response(200, LookupSchema)
 @document_errors(blp, 400, 404, 503)
 def by_job_id(args, slurm_job_id):
-    """The stored record of the task with this Slurm job id, with its live job."""
-    return _maybe_wait(lookup_by_job_id(get_services(), slurm_job_id, current_key()), args)
+    """The stored record of the task with this Slurm job id (on ``cluster``), with its
+    live job."""
+    return _maybe_wait(lookup_by_job_id(get_services(), slurm_job_id, current_key(),
+                                        args.get("cluster")), args)
 
 
 class ListArgs(Schema):
@@ -114,11 +128,12 @@ def cancel_by_uuid(task_uuid):
 
 
 @blp.route("/monitor/slurm_job_id/<int:slurm_job_id>", methods=["DELETE"])
+@blp.arguments(ClusterArgs, location="query")
 @blp.response(202, CancelSchema)
-@document_errors(blp, 404, 409, 502, 503)
-def cancel_by_job_id(slurm_job_id):
-    """Cancel the Slurm job of the task with this job id."""
-    return actions.cancel_by_job_id(get_services(), slurm_job_id, current_key())
+@document_errors(blp, 400, 404, 409, 502, 503)
+def cancel_by_job_id(args, slurm_job_id):
+    """Cancel the Slurm job of the task with this job id (on ``cluster``)."""
+    return actions.cancel_by_job_id(get_services(), slurm_job_id, current_key(), args.get("cluster"))
 
 
 class ResubmitSchema(Schema):

@@ -1,7 +1,7 @@
 """``/slurm/...``: slurmrestd's own answers, for operators."""
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from ..errors import SlurmJobNotFound
 from ..services import get_services
@@ -15,43 +15,57 @@ class RawSchema(Schema):
     class Meta:
         unknown = "include"
 
+    cluster = fields.String(required=True)
     api_version = fields.String(required=True)
     response = fields.Dict(required=True)
 
 
+class ClusterArgs(Schema):
+    cluster = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$"),
+                            metadata={"description": "Which cluster (default: the first)."})
+
+
 def _raw(fetch):
-    slurm = get_services().slurm
-    return {"api_version": slurm.api_version, "response": fetch(slurm)}
+    from flask import request
+
+    name = request.args.get("cluster")
+    slurm = get_services().slurm.get(name)
+    return {"cluster": name or get_services().slurm.default, "api_version": slurm.api_version,
+            "response": fetch(slurm)}
 
 
 @blp.route("/ping", methods=["GET"])
+@blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
-@document_errors(blp, 503)
-def ping():
+@document_errors(blp, 400, 503, 404)
+def ping(_args):
     """slurmrestd's ping of slurmctld."""
     return _raw(lambda s: s.ping())
 
 
 @blp.route("/diag", methods=["GET"])
+@blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
-@document_errors(blp, 503)
-def diag():
+@document_errors(blp, 400, 503, 404)
+def diag(_args):
     """slurmctld's scheduler statistics."""
     return _raw(lambda s: s.diag())
 
 
 @blp.route("/jobs", methods=["GET"])
+@blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
-@document_errors(blp, 503)
-def jobs():
+@document_errors(blp, 400, 503, 404)
+def jobs(_args):
     """Every job slurmctld knows."""
     return _raw(lambda s: s.jobs_raw())
 
 
 @blp.route("/job/<int:job_id>", methods=["GET"])
+@blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
-@document_errors(blp, 404, 503)
-def job(job_id):
+@document_errors(blp, 400, 404, 503)
+def job(_args, job_id):
     """One job, as slurmrestd describes it."""
     if not 0 < job_id < 2**32:
         raise SlurmJobNotFound(f"No Slurm job {job_id}.")
@@ -59,16 +73,18 @@ def job(job_id):
 
 
 @blp.route("/partitions", methods=["GET"])
+@blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
-@document_errors(blp, 503)
-def partitions():
+@document_errors(blp, 400, 503, 404)
+def partitions(_args):
     """The cluster's partitions."""
     return _raw(lambda s: s.partitions())
 
 
 @blp.route("/nodes", methods=["GET"])
+@blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
-@document_errors(blp, 503)
-def nodes():
+@document_errors(blp, 400, 503, 404)
+def nodes(_args):
     """The cluster's nodes."""
     return _raw(lambda s: s.nodes())

@@ -18,6 +18,7 @@ class SubmitResponseSchema(Schema):
     slurm_job_state = fields.String()
     name = fields.String()
     username = fields.String()
+    cluster = fields.String(metadata={"description": "The cluster the job went to."})
     links = fields.Dict(keys=fields.String(), values=fields.String())
     resubmitted_from = fields.String(metadata={"description": "The task this one repeats."})
 

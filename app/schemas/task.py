@@ -67,6 +67,8 @@ class TaskSchema(Schema):
     cmd = Text(validate=validate.Length(min=1))
     params = fields.List(Text(), validate=validate.Length(max=256))
     notification = fields.Nested(NotificationSchema)
+    cluster = Text(validate=validate.Regexp(PARTITION, error="Not a valid cluster name."),
+                   metadata={"description": "Which configured cluster (default: the first)."})
 
 
 class SubmitSchema(Schema):

@@ -1,6 +1,7 @@
 """Submit and monitor against the real local Slurm: jobs run as their owner."""
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -10,8 +11,8 @@ import subprocess
 import bson
 import pytest
 
-from tests.integration.conftest import (PARTITION, TEST_USER, live, slurm_config, task_in,
-                                        wait_for_final)
+from tests.integration.conftest import (KEY_FILE, PARTITION, SLURM_BASE_URL, TEST_USER, live,
+                                        slurm_config, task_in, wait_for_final)
 
 pytestmark = pytest.mark.slurm
 
@@ -215,3 +216,27 @@ def test_dependency_on_another_task_and_account_pass_through(workdir):
     unknown["slurm"]["dependency"] = "afterok:123e4567-e89b-12d3-a456-000000000000"
     bad = client.post("/submit", json={"task": unknown})
     assert bad.status_code == 400 and "task.slurm.dependency" in bad.get_json()["errors"]
+
+
+def test_two_clusters_from_a_clusters_file(workdir, tmp_path):
+    token = subprocess.run(["scontrol", "token", "username=slurm", "lifespan=600"],
+                           capture_output=True, text=True, check=True).stdout.strip().partition("=")[2]
+    (tmp_path / "token").write_text(token + "\n")
+    clusters = tmp_path / "clusters.json"
+    clusters.write_text(json.dumps({"clusters": [
+        {"name": "hpc", "base_url": SLURM_BASE_URL, "jwt_key_file": KEY_FILE},
+        {"name": "second", "base_url": SLURM_BASE_URL, "token_file": str(tmp_path / "token"),
+         "user_name": "slurm", "api_version": "0.0.38"}]}))
+    app, client = live({**slurm_config(), "SLURM_CLUSTERS_FILE": str(clusters)})
+    task = task_in(workdir, cluster="second")
+    resp = client.post("/submit", json={"task": task})
+    assert resp.status_code == 200 and resp.get_json()["cluster"] == "second"
+    job_id = resp.get_json()["slurm_job_id"]
+    record = poll_until_final(app, task["uuid"])
+    assert record["slurm_job_state"] == "COMPLETED" and record["task"]["cluster"] == "second"
+    assert client.get(f"/monitor/slurm_job_id/{job_id}?cluster=second").status_code == 200
+    assert client.get(f"/monitor/slurm_job_id/{job_id}").status_code == 404     # not on hpc
+    ready = client.get("/readyz").get_json()["checks"]["slurmrestd"]
+    assert set(ready["clusters"]) == {"hpc", "second"} and ready["ok"]
+    summary = client.get("/cluster?cluster=second").get_json()
+    assert summary["cluster"] == "second" and summary["partitions"][0]["name"] == PARTITION

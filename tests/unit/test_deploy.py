@@ -104,7 +104,9 @@ def test_readyz_says_which_part_is_not_ready(app, store, fake_slurm):
     fake_slurm.ping = down
     resp = anonymous.get("/readyz")
     assert resp.status_code == 503
-    assert resp.get_json()["checks"]["slurmrestd"] == {"ok": False, "error": "slurm_unavailable"}
+    slurmrestd = resp.get_json()["checks"]["slurmrestd"]
+    assert (slurmrestd["ok"], slurmrestd["error"]) == (False, "slurm_unavailable")
+    assert slurmrestd["clusters"] == {"default": {"ok": False, "error": "slurm_unavailable"}}
     assert "10.0.0.5" not in resp.get_data(as_text=True)      # no addresses in public answers
 
 

@@ -7,8 +7,9 @@ Needs the local cluster (scripts/dev-cluster.sh start) and root (to read the JWT
 Both sides submit the same job (``true``, 10 MB, 1 minute) for the same user in one
 run, alternating, so the machine's state is shared. The proxy is a real gunicorn
 (docker/gunicorn.conf.py) with the embedded store; it does everything it does in
-production per submit: validate, merge the registry entry, build the script, insert
-the record, mint the user's token, submit, record the job id. Prints p50/p95 latency
+production per submit: check the API key, validate, merge the registry entry, build
+the script, insert the record, mint the user's token, submit, record the job id (rate
+limits off, so that they do not throttle the measurement). Prints p50/p95 latency
 of one client, throughput of several, and the ratios. Cancels its jobs afterwards.
 """
 from __future__ import annotations
@@ -57,10 +58,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_proxy(port: int) -> subprocess.Popen:
+def start_proxy(port: int, keys_file: str) -> subprocess.Popen:
     env = {**os.environ, "SLURM_BASE_URL": SLURM, "SLURM_JWT_HS256_KEY_FILE": KEY_FILE,
            "SLURM_API_VERSION": "0.0.38", "SLURM_PROXY_PORT": str(port),
-           "SLURM_PROXY_LOG_LEVEL": "WARNING", "MONGODB_URI": ""}
+           "SLURM_PROXY_LOG_LEVEL": "WARNING", "MONGODB_URI": "",
+           "SLURM_PROXY_API_KEYS_FILE": keys_file, "SLURM_PROXY_RATE_LIMIT": "",
+           "PROMETHEUS_MULTIPROC_DIR": ""}
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "docker/gunicorn.conf.py",
                              "--access-logfile", "/dev/null", "wsgi:app"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -89,11 +92,12 @@ class Direct:
 
 
 class Proxy:
-    def __init__(self, port: int):
+    def __init__(self, port: int, key: str):
         self.url = f"http://127.0.0.1:{port}/submit"
+        self.headers = {"Authorization": f"Bearer {key}"}
 
     def __call__(self, session: requests.Session) -> None:
-        resp = session.post(self.url, json={"task": task()}, timeout=30)
+        resp = session.post(self.url, json={"task": task()}, headers=self.headers, timeout=30)
         assert resp.status_code == 200, resp.text[:300]
 
 
@@ -175,8 +179,15 @@ def main() -> None:
     ap.add_argument("--per-client", type=int, default=100)
     args = ap.parse_args()
     port = free_port()
-    proxy_proc = start_proxy(port)
-    direct, proxy = Direct(), Proxy(port)
+    import tempfile
+
+    from app.auth import FileKeyStore, new_key
+
+    keys_file = os.path.join(tempfile.mkdtemp(prefix="bench-keys-"), "keys.json")
+    key, record = new_key("bench", [USER], ["submit", "read"])
+    FileKeyStore(keys_file).add(record)
+    proxy_proc = start_proxy(port, keys_file)
+    direct, proxy = Direct(), Proxy(port, key)
     try:
         # warm up both (connections, version detection, first token)
         latencies(direct, 5)

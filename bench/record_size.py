@@ -50,7 +50,12 @@ def main() -> None:
     config = {"SLURM_BASE_URL": os.environ.get("SLURM_BASE_URL", "http://127.0.0.1:6820"),
               "SLURM_JWT_HS256_KEY_FILE": os.environ.get("SLURM_JWT_HS256_KEY_FILE",
                                                          "/etc/slurm/jwt_hs256.key")}
-    client = create_app(config, store=store, environ={}).test_client()
+    from app.auth import MemoryKeyStore, new_key
+
+    key, record = new_key("bench", ["*"], ["submit", "read"])
+    app = create_app(config, store=store, keys=MemoryKeyStore([record]), environ={})
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
     task = copy.deepcopy(HELLO)
     task["uuid"] = str(uuid.uuid4())
     resp = client.post("/submit", json={"task": task})

@@ -4,7 +4,6 @@ task's user."""
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import pwd
@@ -15,17 +14,14 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from marshmallow import ValidationError
-
 from . import constants
 from .auth import ApiKey, Forbidden
-from .errors import (InvalidRequest, SlurmJobFinished, SlurmJobNotFound, SlurmProxyError,
-                     TaskNotFound)
+from .errors import InvalidRequest, SlurmJobFinished, SlurmJobNotFound, SlurmProxyError, TaskNotFound
 from .policy import is_under
 from .schemas.task import SubmitSchema
 from .services import Services
 from .slurm.states import normalize_state
-from .tasks import lookup_by_job_id, lookup_by_uuid, submit_task
+from .tasks import lookup_by_uuid, record_by_job_id, record_by_uuid, submit_task
 from .store import utcnow
 from .tracking import record_job_state
 
@@ -132,45 +128,20 @@ def cancel_task(services: Services, record: dict[str, Any], key: ApiKey) -> dict
 
 
 def cancel_by_uuid(services: Services, uuid: str, key: ApiKey) -> dict[str, Any]:
-    return cancel_task(services, lookup_record(services, uuid), key)
+    return cancel_task(services, record_by_uuid(services, uuid), key)
 
 
 def cancel_by_job_id(services: Services, job_id: int, key: ApiKey,
                      cluster: str | None = None) -> dict[str, Any]:
-    cluster = cluster or services.slurm.default
-    services.slurm.get(cluster)                         # 404 for an unknown cluster
-    record = services.store.get_by_job_id(job_id, cluster) if 0 < job_id < 2**32 else None
-    if record is None:
-        raise TaskNotFound(f"No task record for Slurm job {job_id}.")
-    return cancel_task(services, record, key)
-
-
-def lookup_record(services: Services, uuid: str) -> dict[str, Any]:
-    from .schemas.fields import canonical_uuid
-
-    try:
-        record = services.store.get(canonical_uuid(uuid))
-    except ValidationError:
-        record = None
-    if record is None:
-        raise TaskNotFound(f"No task with uuid {uuid!r:.80}.")
-    return record
+    return cancel_task(services, record_by_job_id(services, job_id, cluster), key)
 
 
 # -- resubmit --------------------------------------------------------------------
-def _merge(base: dict, override: Mapping) -> dict:
-    for k, v in override.items():
-        if isinstance(v, Mapping) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = copy.deepcopy(v)
-    return base
-
 
 def resubmit_task(services: Services, uuid: str, overrides: Mapping[str, Any],
                   key: ApiKey) -> dict[str, Any]:
     """A new task from an old one's stored plan with ``overrides`` merged over it."""
-    old = lookup_record(services, uuid)
+    old = record_by_uuid(services, uuid)
     key.check_user(old["task"]["username"])
     task = copy.deepcopy(old["task"])
     entry = constants.TASK_METADATA.get(task.get("name"), {})
@@ -178,7 +149,7 @@ def resubmit_task(services: Services, uuid: str, overrides: Mapping[str, Any],
         task.pop("cmd", None)
         task.pop("params", None)
     task.pop("uuid", None)
-    _merge(task, overrides)
+    constants.deep_merge(task, overrides)
     if not task.get("uuid"):
         import uuid as uuid_module
         task["uuid"] = str(uuid_module.uuid4())
@@ -195,7 +166,7 @@ def read_output(services: Services, uuid: str, key: ApiKey, stream: str,
     operator lets the service read them (SLURM_PROXY_OUTPUT_PREFIXES). Only the task's
     file, only under an allowed prefix after resolving links, only if the task's user
     owns it."""
-    record = lookup_record(services, uuid)
+    record = record_by_uuid(services, uuid)
     user = record["task"]["username"]
     key.check_user(user)
     prefixes = [p.strip().replace("{username}", user)

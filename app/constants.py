@@ -100,10 +100,11 @@ NOTIFICATION_METHOD_ALIASES: Mapping[str, str] = MappingProxyType({"rabbithq": "
 NOTIFICATION_METHODS = ("email", "gmail", "slack", "rabbitmq", "webhook")
 
 
-def _merge(base: dict, override: Mapping) -> dict:
+def deep_merge(base: dict, override: Mapping) -> dict:
+    """Merge ``override`` into ``base`` in place: dicts key by key, the rest replaced."""
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            deep_merge(base[key], value)
         else:
             base[key] = copy.deepcopy(value)
     return base
@@ -117,13 +118,13 @@ def resolve_task(task: Mapping[str, Any]) -> dict[str, Any]:
     """
     entry = thaw(TASK_METADATA[task["name"]])
     plan: dict[str, Any] = {
-        "slurm": _merge(dict(SLURM_DEFAULTS), entry.get("slurm", {})),
+        "slurm": deep_merge(dict(SLURM_DEFAULTS), entry.get("slurm", {})),
         "notification": entry.get("notification", {"methods": [], "params": {}}),
     }
     for key in ("cmd", "params"):
         if key in entry:
             plan[key] = entry[key]
-    _merge(plan, task)
+    deep_merge(plan, task)
     notification = plan["notification"]
     methods = notification.get("methods", [])
     # Keep only the params of methods actually used: smaller records, and no canned

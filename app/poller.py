@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from . import metrics
 from .constants import SUBMIT_FAILED, SUBMIT_UNKNOWN, SUBMITTING, LOST
-from .errors import SlurmError, SlurmJobNotFound, SlurmProxyError, StoreUnavailable
+from .errors import SlurmJobNotFound, SlurmProxyError, StoreUnavailable
 from .slurm.versions import JobInfo
 from .store import utcnow
 from .tracking import change_state, job_facts, record_job_state, settled_state

@@ -18,6 +18,8 @@ from .auth import ApiKey
 from .batch import build_submission, output_paths
 from .errors import (InvalidRequest, SlurmError, SlurmJobNotFound, SlurmProxyError,
                      SlurmTimeout, StoreUnavailable, TaskNotFound)
+from marshmallow import ValidationError
+
 from .schemas.fields import canonical_uuid
 from .services import Services
 from .tracking import record_job_state
@@ -185,25 +187,36 @@ def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey
     return record
 
 
-def lookup_by_uuid(services: Services, uuid: str, key: ApiKey) -> dict[str, Any]:
+def record_by_uuid(services: Services, uuid: str) -> dict[str, Any]:
+    """The stored task, or TaskNotFound (also for a string that is no UUID)."""
     try:
-        uuid = canonical_uuid(uuid)
-    except Exception:  # noqa: BLE001 - marshmallow ValidationError; same answer
-        raise TaskNotFound(f"No task with uuid {uuid!r:.80} (not a UUID).") from None
-    record = services.store.get(uuid)
+        record = services.store.get(canonical_uuid(uuid))
+    except ValidationError:
+        record = None
     if record is None:
-        raise TaskNotFound(f"No task with uuid {uuid}.")
+        raise TaskNotFound(f"No task with uuid {uuid!r:.80}.")
+    return record
+
+
+def record_by_job_id(services: Services, job_id: int, cluster: str | None = None) -> dict[str, Any]:
+    """The newest task with this job id on ``cluster`` (default: the first), or 404."""
+    cluster = cluster or services.slurm.default
+    services.slurm.get(cluster)                         # 404 for an unknown cluster
+    record = services.store.get_by_job_id(job_id, cluster) if 0 < job_id < 2**32 else None
+    if record is None:
+        raise TaskNotFound(f"No task record for Slurm job {job_id} on cluster {cluster}.")
+    return record
+
+
+def lookup_by_uuid(services: Services, uuid: str, key: ApiKey) -> dict[str, Any]:
+    record = record_by_uuid(services, uuid)
     key.check_user(record["task"]["username"])
     return with_live_state(services, record)
 
 
 def lookup_by_job_id(services: Services, job_id: int, key: ApiKey,
                      cluster: str | None = None) -> dict[str, Any]:
-    cluster = cluster or services.slurm.default
-    services.slurm.get(cluster)                         # 404 for an unknown cluster
-    record = services.store.get_by_job_id(job_id, cluster) if 0 < job_id < 2**32 else None
-    if record is None:
-        raise TaskNotFound(f"No task record for Slurm job {job_id} on cluster {cluster}.")
+    record = record_by_job_id(services, job_id, cluster)
     key.check_user(record["task"]["username"])
     return with_live_state(services, record)
 

@@ -122,7 +122,7 @@ def main() -> None:
     resp = requests.get(args.base + "/openapi/v3", timeout=30, headers={
         "X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": tokens["root"]})
     paths = {"paths": {p: {} for p in resp.json()["paths"]}}
-    (out_dir.parent / f"openapi-v3-paths-slurm-22.05.json").write_text(
+    (out_dir.parent / "openapi-v3-paths-slurm-22.05.json").write_text(
         json.dumps(paths, indent=2) + "\n")
     (out_dir / "index.json").write_text(json.dumps(index, indent=2) + "\n")
 

@@ -18,6 +18,7 @@ from app.auth import ROLES, new_key
 from app.memory_store import MemoryTaskStore
 from app.slurm.states import TERMINAL_STATES
 from tests.conftest import authorized, make_keys
+from tests.integration.peers import rabbitmq, smtp  # noqa: F401 - fixtures for every test here
 
 SLURM_BASE_URL = os.environ.get("SLURM_BASE_URL", "http://127.0.0.1:6820")
 KEY_FILE = os.environ.get("SLURM_JWT_HS256_KEY_FILE", "/etc/slurm/jwt_hs256.key")

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.integration.conftest import KEY_FILE, SLURM_BASE_URL, task_in, workdir  # noqa: F401
+from tests.integration.conftest import KEY_FILE, SLURM_BASE_URL, task_in
 from tests.integration.peers import SMTPServer, free_port
 from tests.integration.test_notify_e2e import until
 

@@ -14,7 +14,7 @@ from app.errors import NotificationError
 from app.notify import PermanentNotificationError, build_notifiers
 from app.notify.gmail import GmailNotifier
 from app.notify.webhook import SIGNATURE_HEADER, verify
-from tests.integration.peers import drain, notify_config, rabbitmq, smtp  # noqa: F401
+from tests.integration.peers import drain, notify_config
 
 EVENT = {
     "event": "task.state", "delivery_id": "d1e2", "state": "FAILED",

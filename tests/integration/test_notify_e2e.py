@@ -21,9 +21,8 @@ from app.poller import Poller, build_poller
 from app.store import TaskStore
 from tests.conftest import ROOT, FIXTURES, make_job
 from tests.helpers import Clock, PollSlurm, add_task
-from tests.integration.conftest import live, slurm_config, task_in, workdir  # noqa: F401
-from tests.integration.peers import (BlackHole, SMTPServer, drain, notify_config, rabbitmq,  # noqa: F401
-                                     smtp)
+from tests.integration.conftest import live, slurm_config, task_in
+from tests.integration.peers import BlackHole, SMTPServer, drain, notify_config
 from tests.mongo_wire import MongoWireDouble
 
 

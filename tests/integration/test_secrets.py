@@ -12,7 +12,7 @@ from app.config import load_config
 from app.memory_store import MemoryTaskStore
 from app.poller import build_poller
 from tests.conftest import authorized, hello_task, make_keys
-from tests.integration.peers import free_port, smtp  # noqa: F401
+from tests.integration.peers import free_port
 
 SECRETS = {
     "SLURM_USER_TOKEN": "slurm-token-SECRET-1",

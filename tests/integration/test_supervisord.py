@@ -16,8 +16,8 @@ import requests
 
 from app.auth import ROLES, MongoKeyStore, new_key
 from tests.conftest import ROOT
-from tests.integration.conftest import KEY_FILE, SLURM_BASE_URL, task_in, workdir  # noqa: F401
-from tests.integration.peers import free_port, smtp  # noqa: F401
+from tests.integration.conftest import KEY_FILE, SLURM_BASE_URL, task_in
+from tests.integration.peers import free_port
 from tests.integration.test_notify_e2e import until
 from tests.mongo_wire import MongoWireDouble
 

@@ -11,7 +11,7 @@ from app import create_app
 from app.auth import ROLES, FileKeyStore
 from app.errors import ConfigError
 from app.keys import main as keys_main
-from tests.conftest import HELLO_TASK, authorized, hello_task, make_job, make_keys
+from tests.conftest import HELLO_TASK, authorized, hello_task, make_job
 
 
 def routes(app):

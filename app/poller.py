@@ -216,15 +216,19 @@ class Poller:
         while not stop.is_set():
             try:
                 if self.clock() >= next_poll:
+                    started = self.clock()
                     counts = self.run_once()
-                    next_poll = self.clock() + timedelta(seconds=self.next_wait())
+                    # Fixed rate: the next poll is an interval after this one began.
+                    next_poll = max(started + timedelta(seconds=self.next_wait()), self.clock())
                     if counts["changed"] or counts["lost"] or counts["errors"]:
                         logger.info("poll: %s", counts)
                 elif self.dispatcher is not None:
                     self.dispatcher.run_once()
             except Exception:  # noqa: BLE001 - the only catch-all: keep watching
                 logger.exception("poll cycle failed")
-            stop.wait(tick)
+            # Wake for the next poll on time, not up to a tick late.
+            until_poll = (next_poll - self.clock()).total_seconds()
+            stop.wait(max(0.0, min(tick, until_poll)))
         logger.info("poller stopped")
 
 

@@ -36,6 +36,8 @@ while IFS='=' read -r key value; do
     if [ -z "${!key:-}" ] && ! grep -qs "^$key=" .env; then export "$key=$value"; fi
 done < <(scripts/dev-cluster.sh env)
 export SLURM_PROXY_PORT=$PORT
+# On the dev cluster the service may read a task's own output files in its user's home.
+export SLURM_PROXY_OUTPUT_PREFIXES=${SLURM_PROXY_OUTPUT_PREFIXES:-/home/{username\}}
 # An API key for the README's examples: acts for the dev cluster's user "someone",
 # every role; the key is in .dev-api-key (0600), its hash in api-keys.json.
 if [ ! -s .dev-api-key ] || [ ! -s "${SLURM_PROXY_API_KEYS_FILE:-api-keys.json}" ]; then

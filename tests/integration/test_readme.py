@@ -2,6 +2,7 @@
 command starts (port 5001) and the local cluster."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -46,7 +47,7 @@ def service():
 
 def test_readme_has_the_blocks_this_test_runs():
     assert set(readme_blocks()) == {"start", "hello", "output", "lookup", "curl", "monitor",
-                                    "errors"}
+                                    "more", "errors"}
 
 
 def test_readme_examples_work_as_printed(service):
@@ -81,6 +82,17 @@ def test_readme_examples_work_as_printed(service):
     assert monitor.returncode == 0, monitor.stderr
     assert len(re.findall(r'"source":\s*"monitor"', monitor.stdout)) == 2
     assert '"pings"' in monitor.stdout
+
+    more = run(blocks["more"])
+    assert more.returncode == 0, more.stderr
+    lines = more.stdout.splitlines()
+    listed, output, cancelled, waited, cluster = (json.loads(line) for line in lines)
+    assert "123e4567-e89b-12d3-a456-426614174000" in {t["uuid"] for t in listed["tasks"]}
+    assert output["lines"][-1].startswith(f"hello, world! (sent job {job_id} to someone at")
+    assert cancelled["cancel_requested"] is True
+    assert waited["monitor"]["slurm_job_state"] == "CANCELLED"
+    assert waited["monitor"]["resubmitted_from"] == "123e4567-e89b-12d3-a456-426614174000"
+    assert "hpcz-test" in {p["name"] for p in cluster["partitions"]}
 
     errors = run(blocks["errors"])
     assert errors.returncode == 0

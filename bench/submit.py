@@ -62,8 +62,8 @@ def start_proxy(port: int, keys_file: str) -> subprocess.Popen:
     env = {**os.environ, "SLURM_BASE_URL": SLURM, "SLURM_JWT_HS256_KEY_FILE": KEY_FILE,
            "SLURM_API_VERSION": "0.0.38", "SLURM_PROXY_PORT": str(port),
            "SLURM_PROXY_LOG_LEVEL": "WARNING", "MONGODB_URI": "",
-           "SLURM_PROXY_API_KEYS_FILE": keys_file, "SLURM_PROXY_RATE_LIMIT": "",
-           "PROMETHEUS_MULTIPROC_DIR": ""}
+           "SLURM_PROXY_API_KEYS_FILE": keys_file, "SLURM_PROXY_RATE_LIMIT": ""}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)     # an empty value would mean "this directory"
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "docker/gunicorn.conf.py",
                              "--access-logfile", "/dev/null", "wsgi:app"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -31,7 +31,8 @@ def server(tmp_path_factory):
            "SLURM_PROXY_API_KEYS_FILE": str(tmp / "keys.json"), "SLURM_POLL_INTERVAL": "1",
            "SLURM_PROXY_OUTPUT_PREFIXES": "/home/{username}",
            "NOTIFICATIONS_SMTP_HOST": "127.0.0.1", "NOTIFICATIONS_SMTP_PORT": str(smtp.port),
-           "NOTIFICATIONS_SMTP_SECURITY": "none", "PROMETHEUS_MULTIPROC_DIR": ""}
+           "NOTIFICATIONS_SMTP_SECURITY": "none"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)     # an empty value would mean "this directory"
     key = subprocess.run([sys.executable, "-m", "app.keys", "create", "--name", "cli",
                           "--users", "someone", "--roles", "submit,read,cancel", "--quiet"],
                          cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.strip()

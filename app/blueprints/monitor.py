@@ -147,7 +147,7 @@ class ResubmitSchema(Schema):
 @document_errors(blp, 400, 404, 409, 413, 502, 503, 504)
 def resubmit(body, task_uuid):
     """Submit a task again, with changes; a new uuid, linked to the old one."""
-    return actions.resubmit_task(get_services(), task_uuid, request_json_task(), current_key())
+    return actions.resubmit_task(get_services(), task_uuid, body["task"], current_key())
 
 
 class OutputArgs(Schema):
@@ -172,12 +172,3 @@ def output(args, task_uuid):
     """The last lines of the task's stdout or stderr, where the server may read them."""
     return actions.read_output(get_services(), task_uuid, current_key(), args["stream"],
                                args["tail"])
-
-
-def request_json_task() -> dict:
-    """The overrides as sent (validated above), not as loaded: loading normalises and
-    fills values that must come from the original task instead."""
-    from flask import request
-
-    body = request.get_json(silent=True, force=True) or {}
-    return body.get("task") or {}

@@ -25,10 +25,8 @@ class ClusterArgs(Schema):
                             metadata={"description": "Which cluster (default: the first)."})
 
 
-def _raw(fetch):
-    from flask import request
-
-    name = request.args.get("cluster")
+def _raw(args, fetch):
+    name = args.get("cluster")
     slurm = get_services().slurm.get(name)
     return {"cluster": name or get_services().slurm.default, "api_version": slurm.api_version,
             "response": fetch(slurm)}
@@ -38,53 +36,53 @@ def _raw(fetch):
 @blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
 @document_errors(blp, 400, 503, 404)
-def ping(_args):
+def ping(args):
     """slurmrestd's ping of slurmctld."""
-    return _raw(lambda s: s.ping())
+    return _raw(args, lambda s: s.ping())
 
 
 @blp.route("/diag", methods=["GET"])
 @blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
 @document_errors(blp, 400, 503, 404)
-def diag(_args):
+def diag(args):
     """slurmctld's scheduler statistics."""
-    return _raw(lambda s: s.diag())
+    return _raw(args, lambda s: s.diag())
 
 
 @blp.route("/jobs", methods=["GET"])
 @blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
 @document_errors(blp, 400, 503, 404)
-def jobs(_args):
+def jobs(args):
     """Every job slurmctld knows."""
-    return _raw(lambda s: s.jobs_raw())
+    return _raw(args, lambda s: s.jobs_raw())
 
 
 @blp.route("/job/<int:job_id>", methods=["GET"])
 @blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
 @document_errors(blp, 400, 404, 503)
-def job(_args, job_id):
+def job(args, job_id):
     """One job, as slurmrestd describes it."""
     if not 0 < job_id < 2**32:
         raise SlurmJobNotFound(f"No Slurm job {job_id}.")
-    return _raw(lambda s: s.job_raw(job_id))
+    return _raw(args, lambda s: s.job_raw(job_id))
 
 
 @blp.route("/partitions", methods=["GET"])
 @blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
 @document_errors(blp, 400, 503, 404)
-def partitions(_args):
+def partitions(args):
     """The cluster's partitions."""
-    return _raw(lambda s: s.partitions())
+    return _raw(args, lambda s: s.partitions())
 
 
 @blp.route("/nodes", methods=["GET"])
 @blp.arguments(ClusterArgs, location="query")
 @blp.response(200, RawSchema)
 @document_errors(blp, 400, 503, 404)
-def nodes(_args):
+def nodes(args):
     """The cluster's nodes."""
-    return _raw(lambda s: s.nodes())
+    return _raw(args, lambda s: s.nodes())

@@ -62,15 +62,6 @@ class WebhookParams(Schema):
     msg = Text(max_length=20_000, multiline=True)
 
 
-PARAMS_SCHEMAS: dict[str, type[Schema]] = {
-    "email": EmailParams,
-    "gmail": EmailParams,
-    "slack": SlackParams,
-    "rabbitmq": RabbitMQParams,
-    "webhook": WebhookParams,
-}
-assert set(PARAMS_SCHEMAS) == set(NOTIFICATION_METHODS)
-
 METHOD_CHOICES = tuple(NOTIFICATION_METHODS) + tuple(NOTIFICATION_METHOD_ALIASES)
 
 

@@ -50,7 +50,8 @@ class ClusterView:
         """One request: every job (or 304: nothing changed since the last one)."""
         self.cycles += 1
         since = None if self.cycles % FULL_SYNC_EVERY == 1 else self.update_time
-        jobs, stamp = client.get_jobs_since(since)
+        answer = client.get_jobs_since(since)
+        jobs = answer.jobs
         if jobs is not None:
             self.jobs = {j.job_id: j for j in jobs}
             self.by_comment = {j.comment: j for j in jobs if j.comment}
@@ -58,7 +59,7 @@ class ClusterView:
             for j in jobs:
                 if j.array_job_id:
                     self.arrays.setdefault(j.array_job_id, []).append(j)
-        self.update_time = stamp
+        self.update_time = answer.update_time
         self.failures = 0
 
 

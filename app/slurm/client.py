@@ -16,7 +16,8 @@ from typing import Any
 
 from ..batch import JobSubmission
 from ..errors import (ConfigError, SlurmAuthError, SlurmError, SlurmJobFinished,
-                      SlurmJobNotFound, SlurmRejected, SlurmUnavailable)
+                      SlurmJobNotFound, SlurmRejected, SlurmUnavailable,
+                      SlurmVersionUnserved)
 from .transport import Response, Transport
 from .versions import (ADAPTERS, Adapter, DiagInfo, JobInfo, JobsSince, NodeInfo,
                        PartitionInfo, PingInfo, version_key)
@@ -92,6 +93,12 @@ class SlurmClient:
         paths = resp.json.get("paths") or {}
         return sorted({m.group(1) for p in paths if (m := _VERSION_IN_PATH.match(p))},
                       key=version_key)
+
+    def _served_or_unknown(self) -> list[str]:
+        try:
+            return self.served_versions() or ["no version we can see"]
+        except SlurmError:
+            return ["versions it would not list (GET /openapi/v3 failed)"]
 
     # -- jobs ----------------------------------------------------------------------
     def submit(self, sub: JobSubmission, user: str) -> int:
@@ -210,6 +217,12 @@ class SlurmClient:
         if JOB_ALREADY_FINISHED in codes:
             raise SlurmJobFinished(f"Slurm says {what}: the job has already finished.",
                                    errors={"slurm_errors": errors})
+        if resp.status == 404 and not isinstance(resp.body, dict) and self._adapter:
+            # slurmrestd's own "Unable find requested URL": not this version's path.
+            raise SlurmVersionUnserved(
+                f"slurmrestd does not serve API v{self._adapter.version} ({what}); it serves "
+                f"{', '.join(self._served_or_unknown())}. Set SLURM_API_VERSION=auto or one "
+                f"of those, or load openapi/v{self._adapter.version} in slurmrestd (-s).")
         if JOB_NOT_FOUND in codes or (resp.status == 404 and what.startswith("job")):
             raise SlurmJobNotFound(f"Slurm does not know {what}.", errors={"slurm_errors": errors})
         if resp.status == 500 and errors and all(e["code"] in (-1, None) for e in errors):

@@ -25,7 +25,7 @@ from app.batch import build_submission
 from app.config import SlurmAuth
 from app.constants import resolve_task
 from app.errors import (ConfigError, SlurmAuthError, SlurmError, SlurmJobFinished,
-                        SlurmJobNotFound, SlurmRejected)
+                        SlurmJobNotFound, SlurmRejected, SlurmVersionUnserved)
 from app.schemas.task import SubmitSchema
 from app.slurm.client import SlurmClient
 from app.slurm.states import BASE_STATES, OTHER_FLAGS, UNFINISHED_FLAGS
@@ -497,6 +497,19 @@ def test_auto_names_what_the_cluster_serves_when_nothing_matches(rsps):
         make_client("auto").api_version
     assert "serves API versions 0.0.98, 0.0.99" in info.value.message
     assert "0.0.45" in info.value.message
+
+
+def test_a_version_the_cluster_does_not_serve_names_what_it_serves(rsps):
+    """SLURM_API_VERSION=0.0.45 against Slurm 22.05: slurmrestd's plain-text 404
+    (as the dev cluster answers an unknown path) becomes a message naming v0.0.36-38."""
+    rsps.add("GET", BASE + "/slurm/v0.0.45/ping", status=404, content_type="text/plain",
+             body="Unable find requested URL. Please view /openapi/v3 for API reference.")
+    rsps.add("GET", BASE + "/openapi/v3", body=_openapi_bytes("slurm-22.05"),
+             content_type="application/json")
+    with pytest.raises(SlurmVersionUnserved) as info:
+        make_client("0.0.45").ping()
+    assert "does not serve API v0.0.45" in info.value.message
+    assert "it serves 0.0.36, 0.0.37, 0.0.38" in info.value.message
 
 
 def test_unsupported_version_is_a_config_error():

@@ -119,7 +119,8 @@ def cancel_task(services: Services, record: dict[str, Any], key: ApiKey) -> dict
     logger.info("cancel requested task_uuid=%s slurm_job_id=%s", uuid, job_id)
     try:                  # record what Slurm says now; the poller records the final word
         if not record["task"].get("slurm", {}).get("array"):
-            record_job_state(services.store, record, slurm.get_job(job_id))
+            record_job_state(services.store, record,
+                             slurm.get_job(job_id, user=record["task"]["username"]))
     except SlurmProxyError:
         pass
     current = services.store.get(uuid) or record
@@ -133,7 +134,7 @@ def cancel_by_uuid(services: Services, uuid: str, key: ApiKey) -> dict[str, Any]
 
 def cancel_by_job_id(services: Services, job_id: int, key: ApiKey,
                      cluster: str | None = None) -> dict[str, Any]:
-    return cancel_task(services, record_by_job_id(services, job_id, cluster), key)
+    return cancel_task(services, record_by_job_id(services, job_id, key, cluster), key)
 
 
 # -- resubmit --------------------------------------------------------------------

@@ -110,8 +110,10 @@ class SlurmClient:
             raise SlurmRejected("slurmrestd accepted the submit but returned no job id.")
         return job_id
 
-    def get_job(self, job_id: int) -> JobInfo:
-        body = self.job_raw(job_id)
+    def get_job(self, job_id: int, user: str | None = None) -> JobInfo:
+        """One job, read as ``user`` (the task's owner, so that Slurm's own
+        ``PrivateData`` applies), or as the service itself when None."""
+        body = self.job_raw(job_id, user=user)
         jobs = self.adapter.parse_jobs(body)
         for job in jobs:
             if job.job_id == job_id:
@@ -175,11 +177,12 @@ class SlurmClient:
         params = {"update_time": update_time} if update_time else None
         return self._get("/jobs", params=params)
 
-    def job_raw(self, job_id: int) -> dict:
-        return self._get(f"/job/{job_id}", what=f"job {job_id}")
+    def job_raw(self, job_id: int, user: str | None = None) -> dict:
+        return self._get(f"/job/{job_id}", what=f"job {job_id}", user=user)
 
-    def _get(self, path: str, *, params=None, what: str | None = None) -> dict:
-        resp = self.transport.request("GET", self.adapter.prefix + path, params=params)
+    def _get(self, path: str, *, params=None, what: str | None = None,
+             user: str | None = None) -> dict:
+        resp = self.transport.request("GET", self.adapter.prefix + path, params=params, user=user)
         self._check(resp, what or f"GET {path}")
         return resp.json
 

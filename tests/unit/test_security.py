@@ -23,7 +23,10 @@ def routes(app):
             yield rule.endpoint, method, url
 
 
-def test_every_route_but_health_refuses_a_request_without_a_key(app):
+def test_every_route_but_health_refuses_a_request_without_a_key(store, fake_slurm, keys):
+    # (with no per-address limit, which has its own test: this one sends many requests)
+    app = create_app({"SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT": ""}, store=store,
+                     slurm=fake_slurm, keys=keys[0], environ={})
     anonymous = app.test_client()
     checked = 0
     for endpoint, method, url in routes(app):

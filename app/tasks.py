@@ -239,9 +239,8 @@ def refuse_if_tracked(services: Services, cluster: str, job, key: ApiKey) -> Non
     ownership was checked) are retired instead of blocking the owner."""
     release_job_id(services.store, cluster, job.job_id, owner=job.user_name)
     for other in services.store.job_holders(job.job_id, cluster):
-        same_job = other["active"] or (
-            job.submit_time is not None
-            and (job.submit_time - other["created_at"]).total_seconds() <= SAME_JOB_SLACK_SECONDS)
+        same_job = other["active"] or job.submit_time is None or (
+            (job.submit_time - other["created_at"]).total_seconds() <= SAME_JOB_SLACK_SECONDS)
         if not same_job or other["username"] != job.user_name:
             continue
         if key.may_act_for(other["username"]):

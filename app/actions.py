@@ -102,7 +102,7 @@ def wait_for_task(services: Services, lookup: dict[str, Any], key: ApiKey,
 # -- cancel ----------------------------------------------------------------------
 def cancel_task(services: Services, record: dict[str, Any], key: ApiKey) -> dict[str, Any]:
     uuid, state = record["task"]["uuid"], record["slurm_job_state"]
-    key.check_user(record["task"]["username"])
+    key.check_owner(record)
     if state in constants.FINAL_STATES:
         raise TaskFinished(f"Task {uuid} has already finished ({state}); nothing to cancel.")
     job_id = record.get("slurm_job_id")
@@ -143,7 +143,7 @@ def resubmit_task(services: Services, uuid: str, overrides: Mapping[str, Any],
                   key: ApiKey) -> dict[str, Any]:
     """A new task from an old one's stored plan with ``overrides`` merged over it."""
     old = record_by_uuid(services, uuid)
-    key.check_user(old["task"]["username"])
+    key.check_owner(old)
     task = copy.deepcopy(old["task"])
     entry = constants.TASK_METADATA.get(task.get("name"), {})
     if not entry.get("allows_cmd", True):
@@ -169,7 +169,7 @@ def read_output(services: Services, uuid: str, key: ApiKey, stream: str,
     owns it."""
     record = record_by_uuid(services, uuid)
     user = record["task"]["username"]
-    key.check_user(user)
+    key.check_owner(record)
     prefixes = [p.strip().replace("{username}", user)
                 for p in services.config["SLURM_PROXY_OUTPUT_PREFIXES"].split(",") if p.strip()]
     if not prefixes:

@@ -74,7 +74,7 @@ def resolve_dependency(services: Services, dependency: str, key: ApiKey) -> str:
         if record is None or record.get("slurm_job_id") is None:
             raise_invalid({"task.slurm.dependency": [
                 f"Task {match.group(0)} is unknown here or has no Slurm job."]})
-        key.check_user(record["task"]["username"])
+        key.check_owner(record)
         return str(record["slurm_job_id"])
 
     return _UUID_IN_DEPENDENCY.sub(job_id_of, dependency)
@@ -283,14 +283,14 @@ def record_by_job_id(services: Services, job_id: int, key: ApiKey,
 
 def lookup_by_uuid(services: Services, uuid: str, key: ApiKey) -> dict[str, Any]:
     record = record_by_uuid(services, uuid)
-    key.check_user(record["task"]["username"])
+    key.check_owner(record)
     return with_live_state(services, record)
 
 
 def lookup_by_job_id(services: Services, job_id: int, key: ApiKey,
                      cluster: str | None = None) -> dict[str, Any]:
     record = record_by_job_id(services, job_id, key, cluster)
-    key.check_user(record["task"]["username"])
+    key.check_owner(record)
     return with_live_state(services, record)
 
 

@@ -193,7 +193,7 @@ class Poller:
                 job = self.slurm.get(view.name).get_db_job(job_id)
             except SlurmJobNotFound:
                 job = None
-            if job is not None and job.is_terminal:
+            if job is not None and job.is_terminal and is_owners_job(record, job):
                 return "changed" if record_job_state(self.store, record, job, now) else None
         since = record.get("missing_since")
         if since is None:

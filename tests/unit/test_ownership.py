@@ -182,6 +182,16 @@ def test_the_poller_never_records_another_users_job(store):
     clock.advance(61)
     poller.run_once()
     assert store.get(uuid)["slurm_job_state"] == "LOST"
+    # The same when slurmdb is asked about a job slurmctld no longer has.
+    other = add_task(store, 41, username="eve", cwd="/home/eve")
+    slurm.db[41] = make_job(41, "COMPLETED", name="secret-project-x", user="someone")
+    with_db = Poller(store, slurm, lost_after=60, slurmdb=True, clock=clock)
+    with_db.run_once()
+    assert store.get(other)["slurm_job_state"] == "PENDING"
+    clock.advance(61)
+    with_db.run_once()
+    assert store.get(other)["slurm_job_state"] == "LOST"
+    assert "secret" not in repr(store.get(other))
     # A job carrying the task's comment, but another user's, is not taken for it.
     pending = new_record({"uuid": "0f0e0d0c-0b0a-4000-8000-0000000000e2", "username": "eve"},
                          state="SUBMIT_UNKNOWN", source="submit")

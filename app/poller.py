@@ -26,7 +26,7 @@ from .constants import SUBMIT_FAILED, SUBMIT_UNKNOWN, SUBMITTING, LOST
 from .errors import SlurmJobNotFound, SlurmProxyError, StoreUnavailable
 from .slurm.versions import JobInfo
 from .store import utcnow
-from .tracking import change_state, job_facts, record_job_state, settled_state
+from .tracking import change_state, is_owners_job, job_facts, record_job_state, settled_state
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,9 @@ class Poller:
         job = view.jobs.get(job_id)
         if job is not None and record["task"].get("slurm", {}).get("array"):
             job = array_state(job_id, view.arrays.get(job_id) or [job])
+        if job is not None and not is_owners_job(record, job):
+            # Another user's job under this id: never recorded or reported to this task.
+            job = None
         if job is not None:
             if record_job_state(self.store, record, job, now):
                 return "changed"
@@ -165,6 +168,8 @@ class Poller:
         if record["slurm_job_state"] == SUBMITTING and age < SUBMITTING_GRACE:
             return None                              # a submit still in flight
         job = view.by_comment.get(f"slurm-proxy:{uuid}")
+        if job is not None and not is_owners_job(record, job):
+            job = None                  # anyone may write any comment on their own job
         if job is not None:
             state = settled_state(job) or "RUNNING"          # still completing
             changed = change_state(self.store, record, state,
@@ -189,7 +194,7 @@ class Poller:
                 job = self.slurm.get(view.name).get_db_job(job_id)
             except SlurmJobNotFound:
                 job = None
-            if job is not None and job.is_terminal:
+            if job is not None and job.is_terminal and is_owners_job(record, job):
                 return "changed" if record_job_state(self.store, record, job, now) else None
         since = record.get("missing_since")
         if since is None:

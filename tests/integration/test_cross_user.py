@@ -1,6 +1,7 @@
-"""No key can read, hear about, cancel or hide another user's job: every route, for
-{own task, another user's task, another user's job registered by me}, for {submit,
-read, cancel, admin} keys, against the real cluster with PrivateData=jobs on.
+"""No key can read, hear about, cancel or hide another user's job: every route (but
+health, metrics and the docs, which show no job), for {own task, another user's task,
+another user's job registered by me}, for {submit, read, cancel, admin} keys, against
+the real cluster with PrivateData=jobs on.
 
 "Me" is the cluster user ``eve``; "another user" is ``someone``. eve's keys each have
 one role and act for eve only; the admin key is an operator's (every user, every role).
@@ -117,11 +118,17 @@ ROUTES = {
     "GET /monitor/task_uuid/<uuid>/output": lambda c, t: c.get(f"/monitor/task_uuid/{t.uuid}/output"),
     "POST /monitor (the job, as mine)": _register,
     "GET /slurm/job/<id>": lambda c, t: c.get(f"/slurm/job/{t.job_id}"),
+    "GET /slurm/jobs": lambda c, t: c.get("/slurm/jobs"),
+    "GET /cluster": lambda c, t: c.get("/cluster"),
+    "POST /submit (a task of the owner's)": lambda c, t: c.post(
+        "/submit", json={"task": sleep_task(t.owner)}),
     "POST /monitor/task_uuid/<uuid>/resubmit": lambda c, t: c.post(
         f"/monitor/task_uuid/{t.uuid}/resubmit", json={"task": {"params": ["300"]}}),
     "DELETE /monitor/task_uuid/<uuid>": lambda c, t: c.delete(f"/monitor/task_uuid/{t.uuid}"),
     "DELETE /monitor/slurm_job_id/<id>": lambda c, t: c.delete(f"/monitor/slurm_job_id/{t.job_id}"),
 }
+# Routes where eve names the other user herself (so the answer may repeat the name).
+NAMES_THE_OWNER = {"GET /monitor?username=<owner>", "POST /submit (a task of the owner's)"}
 # Routes that change what they touch get a fresh object for each key.
 MUTATING = {"POST /monitor/task_uuid/<uuid>/resubmit", "DELETE /monitor/task_uuid/<uuid>",
             "DELETE /monitor/slurm_job_id/<id>"}
@@ -146,6 +153,12 @@ EXPECTED = {
                                          "other": (403, 403, 403, 403),
                                          "registered": (403, 403, 403, 403)},
     "GET /slurm/job/<id>": {kind: (403, 403, 403, 200) for kind in READ},
+    "GET /slurm/jobs": {kind: (403, 403, 403, 200) for kind in READ},
+    # Counts per partition only: nobody's job in it.
+    "GET /cluster": {kind: (403, 200, 403, 200) for kind in READ},
+    "POST /submit (a task of the owner's)": {"own": (200, 403, 403, 200),
+                                             "other": (403, 403, 403, 200),
+                                             "registered": (403, 403, 403, 200)},
     "POST /monitor/task_uuid/<uuid>/resubmit": {"own": (200, 403, 403, 200),
                                                 "other": (403, 403, 403, 200),
                                                 "registered": (404, 403, 403, 404)},
@@ -171,14 +184,14 @@ def test_cross_user_matrix(cluster, shared_targets, route, kind, key_index):
     body = resp.get_data(as_text=True)
     assert resp.status_code == EXPECTED[route][kind][key_index], body[:400]
     assert resp.is_json
-    if resp.status_code == 200 and "resubmit" in route:
-        jobs.append(resp.get_json()["slurm_job_id"])
+    if resp.status_code == 200 and route.startswith("POST") and "slurm_job_id" in resp.get_json():
+        jobs.append(resp.get_json()["slurm_job_id"])              # (cancelled at the end)
     if key != "admin" and kind != "own":
         # Nothing of the other user's job reaches eve's keys: not its name, not whose it is.
         assert SECRET not in body
-        if "username=" not in route:            # (there eve named the user herself)
+        if route not in NAMES_THE_OWNER:
             assert OTHER not in body, body[:400]
-    if key != "admin" and resp.status_code == 200 and "username=" not in route:
+    if key != "admin" and resp.status_code == 200 and route not in NAMES_THE_OWNER:
         assert OTHER not in body and SECRET not in body
 
 

@@ -94,15 +94,17 @@ def test_a_tracked_job_is_409_naming_the_task_to_a_key_that_may_see_it(app, keys
     assert register(as_(app, keys, "someone"), job_id, "someone").status_code == 200
 
 
-def test_409_does_not_name_a_task_the_key_may_not_see(store, fake_slurm):
+def test_409_names_the_task_to_every_key_that_may_register_the_job(store, fake_slurm):
+    """Only the job's owner's tasks can track it, and a key must act for the owner to
+    register it: so whoever gets the 409 may see the task it names."""
     keys, plain = make_keys(alice=(["someone"], ROLES), bob=(["someone", "x"], ["submit"]))
     app = create_app({}, store=store, slurm=fake_slurm, keys=keys, environ={})
     fake_slurm.jobs[99] = make_job(99, "RUNNING", user="someone")
     first = register(authorized(app, plain["alice"]), 99, "someone")
     assert first.status_code == 200
-    # Another key for the same user does see it (same user): named.
     second = register(authorized(app, plain["bob"]), 99, "someone")
-    assert second.status_code == 409 and second.get_json()["errors"]["task_uuid"]
+    assert second.status_code == 409
+    assert second.get_json()["errors"]["task_uuid"] == first.get_json()["monitor"]["task"]["uuid"]
 
 
 def test_an_old_record_of_the_wrong_user_never_hides_or_blocks_the_owner(app, keys, fake_slurm, store):

@@ -28,6 +28,8 @@ ENDPOINT_ROLES = {
     "monitor.cancel_by_job_id": "cancel",
     "monitor.resubmit": "submit",
     "cluster.cluster": "read",
+    "watch.task_events": "read",
+    "watch.all_events": "read",
 }
 ROLE_BY_BLUEPRINT = {"slurm": "admin"}
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz"}

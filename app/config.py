@@ -79,6 +79,8 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_PROXY_ALLOWED_PATH_PREFIXES": Setting(""),
     "SLURM_PROXY_DENIED_USERS": Setting("root"),
     "SLURM_PROXY_MAX_WAIT": Setting(60, int),
+    "SLURM_PROXY_STREAM_MAX_SECONDS": Setting(3600.0, float),
+    "SLURM_PROXY_WATCH_INTERVAL": Setting(0.5, float),
     "SLURM_PROXY_OUTPUT_PREFIXES": Setting(""),
     "SLURM_PROXY_CLUSTER_CACHE_SECONDS": Setting(5.0, float),
     # notifications: delivery
@@ -148,6 +150,8 @@ def load_config(environ: Mapping[str, str] | None = None,
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             problems.append(f"NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS: {cidr!r} is not a network")
+    if config["SLURM_PROXY_WATCH_INTERVAL"] < 0.1:
+        problems.append("SLURM_PROXY_WATCH_INTERVAL must be at least 0.1 (seconds)")
     if config["SLURM_POLL_INTERVAL"] <= 0:
         problems.append("SLURM_POLL_INTERVAL must be positive")
     if problems:

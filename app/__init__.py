@@ -115,6 +115,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
     api.register_blueprint(cluster.blp)
     api.register_blueprint(watch.blp)
     app.register_blueprint(health.blp)
+    from .ui import register_ui
+    register_ui(app, config)
     # After Api(), which registers its own HTTPException handler: ours wins.
     register_error_handlers(app)
     return app

@@ -59,3 +59,15 @@ def child_exit(server, worker):
     from app.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
+
+
+def on_starting(server):
+    """Without SLURM_PROXY_SECRET_KEY, make one here so that every worker signs the web
+    page's session cookies alike (they then end when gunicorn restarts; set the key to
+    keep them, and the same key on every host)."""
+    from dotenv import dotenv_values
+
+    if not (os.environ.get("SLURM_PROXY_SECRET_KEY") or dotenv_values(".env").get("SLURM_PROXY_SECRET_KEY")):
+        import secrets
+
+        os.environ["SLURM_PROXY_SECRET_KEY"] = secrets.token_urlsafe(32)

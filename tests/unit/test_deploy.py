@@ -37,12 +37,13 @@ def test_dockerfile_lints_clean():
 def test_dockerfile_shape():
     text = (ROOT / "docker" / "Dockerfile").read_text()
     bases = re.findall(r"^FROM (\S+)", text, re.M)
-    assert len(bases) == 2 and all(":" in b and not b.endswith(":latest") for b in bases)
+    # build (Python packages), web (Swagger UI from npm), and the final image
+    assert len(bases) == 3 and all(":" in b and not b.endswith(":latest") for b in bases)
     assert re.search(r"^USER [1-9]\d+$", text, re.M)               # numeric, not root
     assert "HEALTHCHECK" in text and "/healthz" in text
-    final = text.split("FROM ", 2)[2]
+    final = text.split("FROM ")[-1]
     assert "apt-get" not in final and "gcc" not in final              # no build tools
-    assert "COPY --from=build" in final
+    assert "COPY --from=build" in final and "COPY --from=web" in final
     for secret in ("TOKEN", "PASSWORD", "SECRET", "jwt"):
         assert secret not in final, f"{secret} baked into the image"
 

@@ -80,7 +80,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
             "security": [{"bearerAuth": []}],
             "components": {"securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer",
-                "description": "An API key: Authorization: Bearer sp_<id>_<secret>"}}},
+                "description": "An API key: `Authorization: Bearer sp_<id>_<secret>`"}}},
         },
     )
     if store is None:

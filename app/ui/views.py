@@ -25,6 +25,22 @@ PAGE_SIZE = 25
 
 
 @blp.app_template_global()
+def show(value) -> str:
+    """A stored value as a person reads it: times in UTC to the second, lists joined."""
+    from datetime import datetime, timezone
+
+    if value is None or value == [] or value == "":
+        return "\u2013"
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+@blp.app_template_global()
 def record_json(value) -> str:
     """A stored task as indented JSON text (escaped like any other text)."""
     return json.dumps(value, indent=2, default=str)

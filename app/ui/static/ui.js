@@ -6,7 +6,12 @@
   var page = document.body.dataset.page;
 
   function text(value) {
-    return value === null || value === undefined || value === "" ? "\u2013" : String(value);
+    if (value === null || value === undefined || value === "" ||
+        (Array.isArray(value) && !value.length)) { return "\u2013"; }
+    if (Array.isArray(value)) { return value.join(", "); }
+    var s = String(value);
+    var time = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?Z$/.exec(s);
+    return time ? time[1] + " " + time[2] + " UTC" : s;
   }
 
   function setBadge(el, state) {
@@ -45,7 +50,7 @@
         if (empty) { empty.remove(); }
         row = document.createElement("tr");
         row.dataset.uuid = d.uuid;
-        cell(row, (d.created_at || "").replace("T", " ").slice(0, 19));
+        cell(row, text(d.created_at));
         var link = document.createElement("a");
         link.href = "/ui/tasks/" + encodeURIComponent(d.uuid);
         link.textContent = d.uuid;
@@ -74,7 +79,7 @@
     body.textContent = "";
     rows.forEach(function (item) {
       var tr = document.createElement("tr");
-      columns.forEach(function (c) { cell(tr, item[c]); });
+      columns.forEach(function (c) { cell(tr, item[c] === null || item[c] === undefined ? "" : text(item[c])); });
       body.appendChild(tr);
     });
     if (!rows.length && emptyText) {
@@ -107,7 +112,7 @@
         var dt = document.createElement("dt");
         dt.textContent = k;
         var dd = document.createElement("dd");
-        dd.textContent = text(Array.isArray(facts[k]) ? facts[k].join(", ") : facts[k]);
+        dd.textContent = text(facts[k]);
         live.appendChild(dt);
         live.appendChild(dd);
       });

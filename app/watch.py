@@ -251,9 +251,15 @@ def parse_last_event_id(value: str | None) -> datetime | None:
 
 
 def sse(summary: dict[str, Any], dumps: Callable[[Any], str]) -> str:
-    millis = _millis(summary.get("updated_at"))
-    return (f"event: state\n" + (f"id: {millis}\n" if millis is not None else "")
-            + f"data: {dumps(event_of(summary))}\n\n")
+    """The message for one change, made once however many streams send it (the feed
+    hands every waiter the same summary)."""
+    cached = summary.get("_sse")
+    if cached is None:
+        millis = _millis(summary.get("updated_at"))
+        cached = (f"event: state\n" + (f"id: {millis}\n" if millis is not None else "")
+                  + f"data: {dumps(event_of(summary))}\n\n")
+        summary["_sse"] = cached
+    return cached
 
 
 def stream(feed: ChangeFeed, sub: Subscription, initial: list[dict[str, Any]], *,

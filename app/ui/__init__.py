@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from flask import Flask, Response, request, session
 
 from ..auth import ROLES, ApiKey, authenticate, to_api_key
+from ..schemas.task import USERNAME
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +87,7 @@ def _proxy_identity(config: Mapping[str, Any]) -> ApiKey | None:
         logger.warning("ui: ignored %s from %s, which is not a trusted proxy", header, address)
         return None
     user = request.headers[header].strip()
-    from ..schemas.task import USERNAME
-    import re
-
-    if not re.fullmatch(USERNAME, user):
+    if not USERNAME.fullmatch(user):
         return None
     roles = frozenset(r.strip() for r in config["SLURM_PROXY_UI_PROXY_ROLES"].split(",")
                       if r.strip() in ROLES and r.strip() != "admin")

@@ -142,11 +142,12 @@ def task_record(task_uuid):
 
 @blp.get("/tasks/<string:task_uuid>/events")
 def task_events(task_uuid):
+    from ..blueprints.watch import event_response
+
     record = record_by_uuid(get_services(), task_uuid)
     person().check_user(record["task"]["username"])
-    return current_app.response_class(
-        watch.open_stream(get_services(), uuid=record["task"]["uuid"], dumps=current_app.json.dumps),
-        mimetype="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_response(watch.open_stream(get_services(), uuid=record["task"]["uuid"],
+                                            dumps=current_app.json.dumps))
 
 
 @blp.get("/tasks/<string:task_uuid>/output.json")

@@ -74,12 +74,12 @@ def test_wait_until_final_wakes_at_the_change(kind):
     started = time.monotonic()
     final = wait_until_final(feed, store, record, 10)
     assert final["slurm_job_state"] == "FAILED" and final["exit_code"] == 3
-    assert 0.4 < time.monotonic() - started < 2
+    assert 0.4 < time.monotonic() - started < 4
     assert feed.waiters == 0
     other = add(store, state="RUNNING")
     started = time.monotonic()
     assert wait_until_final(feed, store, other, 0.5)["slurm_job_state"] == "RUNNING"
-    assert 0.5 <= time.monotonic() - started < 1.5
+    assert 0.5 <= time.monotonic() - started < 3
     feed.close()
 
 

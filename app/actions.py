@@ -21,7 +21,7 @@ from .policy import is_under
 from .schemas.task import SubmitSchema
 from .services import Services
 from .slurm.states import normalize_state
-from .tasks import lookup_by_uuid, record_by_job_id, record_by_uuid, submit_task
+from .tasks import record_by_job_id, record_by_uuid, submit_task
 from .store import utcnow
 from .tracking import record_job_state
 

@@ -4,7 +4,7 @@ what the store records, never by asking Slurm."""
 from __future__ import annotations
 
 from flask import Response, current_app, request
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, validate
 
 from .. import watch
 from ..access import current_key

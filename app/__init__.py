@@ -80,7 +80,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
             "security": [{"bearerAuth": []}],
             "components": {"securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer",
-                "description": "An API key: Authorization: Bearer sp_<id>_<secret>"}}},
+                "description": "An API key: `Authorization: Bearer sp_<id>_<secret>`"}}},
         },
     )
     if store is None:
@@ -94,10 +94,12 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
     if keys is None:
         keys = key_store_from_config(config)
     from .actions import ClusterCache
+    from .watch import ChangeFeed
 
     app.extensions["slurm_proxy"] = Services(
         config=config, store=store, slurm=slurm, keys=keys,
-        cluster_cache=ClusterCache(config["SLURM_PROXY_CLUSTER_CACHE_SECONDS"]))
+        cluster_cache=ClusterCache(config["SLURM_PROXY_CLUSTER_CACHE_SECONDS"]),
+        feed=ChangeFeed(store, interval=config["SLURM_PROXY_WATCH_INTERVAL"]))
     from .blueprints import health
     health.instrument(app)
     if config["SLURM_PROXY_TRUSTED_PROXIES"]:
@@ -109,13 +111,16 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
     register_docs(app)
 
     api = Api(app)
-    from .blueprints import cluster, monitor, slurm as slurm_routes, submit
+    from .blueprints import cluster, monitor, slurm as slurm_routes, submit, watch
 
     api.register_blueprint(submit.blp)
     api.register_blueprint(monitor.blp)
     api.register_blueprint(slurm_routes.blp)
     api.register_blueprint(cluster.blp)
+    api.register_blueprint(watch.blp)
     app.register_blueprint(health.blp)
+    from .ui import register_ui
+    register_ui(app, config)
     # After Api(), which registers its own HTTPException handler: ours wins.
     register_error_handlers(app)
     return app

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any, Mapping
 
-from flask import Flask, Response, g, request, send_from_directory
+from flask import Flask, Response, g, jsonify, redirect, request, send_from_directory, url_for
 
 from . import metrics
 from .auth import ANONYMOUS, Forbidden, Unauthorized, authenticate
@@ -33,9 +33,22 @@ ENDPOINT_ROLES = {
     "monitor.cancel_by_job_id": "cancel",
     "monitor.resubmit": "submit",
     "cluster.cluster": "read",
+    "watch.task_events": "read",
+    "watch.all_events": "read",
+    # the web page (app/ui): the same roles for the same actions
+    "ui.tasks": "read",
+    "ui.events": "read",
+    "ui.task": "read",
+    "ui.task_record": "read",
+    "ui.task_events": "read",
+    "ui.task_output": "read",
+    "ui.cancel": "cancel",
+    "ui.resubmit": "submit",
+    "ui.submit": "submit",
+    "ui.cluster": "read",
 }
 ROLE_BY_BLUEPRINT = {"slurm": "admin"}
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz"}
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "ui.login", "ui.static"}
 DOCS_ENDPOINTS = {"api-docs.openapi_json", "docs", "docs_static"}
 
 
@@ -63,7 +76,12 @@ def register_access_control(app: Flask, keys, config: Mapping[str, Any]):
     def _check_key():
         if request.endpoint in public:
             return None
-        if enabled:
+        if request.blueprint == "ui" or (request.endpoint in DOCS_ENDPOINTS
+                                         and "Authorization" not in request.headers):
+            key = _person(keys, config) if enabled else ANONYMOUS
+            if key is None:
+                return _sign_in_first()
+        elif enabled:
             header = request.headers.get("Authorization")
             try:
                 key = authenticate(keys, header)
@@ -81,6 +99,21 @@ def register_access_control(app: Flask, keys, config: Mapping[str, Any]):
 
     limiter.init_app(app)
     return limiter
+
+
+def _person(keys, config):
+    """The web page's signed-in person (app.ui), as the API key they act with."""
+    from .ui import identity
+
+    return identity(keys, config)
+
+
+def _sign_in_first():
+    if request.endpoint in DOCS_ENDPOINTS or request.path.endswith((".json", "/events")):
+        raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>', or sign in at /ui/login.")
+    if request.method == "POST":
+        raise Unauthorized("Not signed in (or the session ended): sign in at /ui/login.")
+    return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
 
 
 def current_key():
@@ -135,6 +168,7 @@ class AddressLimit:
 
 SWAGGER_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>slurm-proxy API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
@@ -142,24 +176,43 @@ SWAGGER_PAGE = """<!doctype html>
 <script src="/docs/static/init.js"></script>
 </body></html>
 """
+# Not inline: the page's CSP allows scripts from this origin only.
 SWAGGER_INIT = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
   presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-  layout: "StandaloneLayout", persistAuthorization: false});
+  layout: "StandaloneLayout", deepLinking: true, persistAuthorization: false,
+  tryItOutEnabled: false, validatorUrl: null});
 """
+SWAGGER_FILES = ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",
+                 "favicon-32x32.png", "favicon-16x16.png")
+
+
+def swagger_ui_dir() -> str:
+    """Swagger UI 5 (reads OpenAPI 3.1), installed from npm's registry into
+    web/node_modules by scripts/setup.sh and the Dockerfile (web/package.json)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(root, "web", "node_modules", "swagger-ui-dist")
 
 
 def register_docs(app: Flask) -> None:
-    """``/docs``: Swagger UI from the swagger-ui-bundle package, no CDN."""
-    import swagger_ui_bundle
-
-    assets = swagger_ui_bundle.swagger_ui_path
+    """``/docs``: Swagger UI served by the service itself, no CDN."""
+    assets = swagger_ui_dir()
+    if not os.path.isfile(os.path.join(assets, "swagger-ui-bundle.js")):
+        logger.warning("Swagger UI is not installed in %s: /docs answers 503 until "
+                       "scripts/setup.sh (npm ci in web/) has run.", assets)
 
     @app.get("/docs", endpoint="docs")
     def docs():
+        if not os.path.isfile(os.path.join(assets, "swagger-ui-bundle.js")):
+            return jsonify({"code": "docs_not_installed", "status": 503, "errors": {},
+                            "message": "Swagger UI is not installed: run scripts/setup.sh "
+                                       "(npm ci in web/). /openapi.json works without it."}), 503
         return Response(SWAGGER_PAGE, mimetype="text/html")
 
     @app.get("/docs/static/<path:filename>", endpoint="docs_static")
     def docs_static(filename):
         if filename == "init.js":
-            return Response(SWAGGER_INIT, mimetype="application/javascript")
-        return send_from_directory(os.fspath(assets), filename, max_age=3600)
+            return Response(SWAGGER_INIT, mimetype="text/javascript")
+        if filename not in SWAGGER_FILES:
+            return jsonify({"code": "not_found", "status": 404, "errors": {},
+                            "message": f"No such file: {filename}"}), 404
+        return send_from_directory(assets, filename, max_age=3600)

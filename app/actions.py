@@ -20,7 +20,7 @@ from .errors import InvalidRequest, SlurmJobFinished, SlurmJobNotFound, SlurmPro
 from .policy import is_under
 from .schemas.task import SubmitSchema
 from .services import Services
-from .tasks import lookup_by_uuid, record_by_job_id, record_by_uuid, submit_task
+from .tasks import record_by_job_id, record_by_uuid, submit_task
 from .store import utcnow
 from .tracking import record_job_state
 
@@ -77,25 +77,23 @@ def list_tasks(services: Services, key: ApiKey, args: Mapping[str, Any]) -> dict
 
 
 # -- wait ------------------------------------------------------------------------
-def wait_for_task(services: Services, lookup: dict[str, Any], key: ApiKey,
+NOT_READ_WHILE_WAITING = {
+    "code": "not_read_while_waiting",
+    "message": "A ?wait= answer comes from the stored record, which the poller keeps "
+               "current; waiting never asks slurmrestd. GET without ?wait for the live job."}
+
+
+def wait_for_task(services: Services, record: dict[str, Any], key: ApiKey,
                   seconds: float) -> dict[str, Any]:
-    """Long poll: answer as soon as the task's state is final, or when time is up.
-    Reads the store (which the poller keeps current) twice a second, and Slurm once
-    a second, so a waiting client costs the cluster little."""
-    uuid = lookup["monitor"]["task"]["uuid"]
-    deadline = time.monotonic() + min(seconds, services.config["SLURM_PROXY_MAX_WAIT"])
-    last_slurm = time.monotonic()
-    while lookup["monitor"]["slurm_job_state"] not in constants.FINAL_STATES:
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(0.5)
-        if time.monotonic() - last_slurm >= 1.0:
-            last_slurm = time.monotonic()
-            lookup = lookup_by_uuid(services, uuid, key)
-        else:
-            record = services.store.get(uuid)
-            lookup = {**lookup, "monitor": record or lookup["monitor"]}
-    return lookup
+    """Long poll: answer as soon as the stored state is final, or when time is up.
+    Woken by this process's change feed (``app.watch``): no polling loop, no slurmrestd
+    request, and under the gevent worker no thread held."""
+    key.check_user(record["task"]["username"])
+    from .watch import wait_until_final
+
+    record = wait_until_final(services.feed, services.store, record,
+                              min(seconds, services.config["SLURM_PROXY_MAX_WAIT"]))
+    return {"monitor": record, "slurm": None, "slurm_error": dict(NOT_READ_WHILE_WAITING)}
 
 
 # -- cancel ----------------------------------------------------------------------

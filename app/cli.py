@@ -113,22 +113,58 @@ def describe_task(body: dict[str, Any]) -> None:
         click.echo(f"  slurm: {body['slurm_error']['message']}")
 
 
+def events(client: Client, path: str, read_timeout: float = 45):
+    """Server-sent events from ``path``: yields (event, data) pairs until the server
+    ends the stream. The server sends a keep-alive every 15 s, so a silent connection
+    for ``read_timeout`` seconds is a dead one."""
+    try:
+        resp = client.session.get(client.url + path, stream=True, timeout=(5, read_timeout),
+                                  headers={"Accept": "text/event-stream"})
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach {client.url}: {exc.__class__.__name__}") from None
+    with resp:
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {}
+            raise click.ClickException(f"{body.get('message') or f'HTTP {resp.status_code}'} "
+                                       f"[HTTP {resp.status_code} {body.get('code', '')}]")
+        event, data = None, []
+        for line in resp.iter_lines(decode_unicode=True):
+            if line == "":
+                if event:
+                    yield event, json.loads("\n".join(data) or "null")
+                event, data = None, []
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+
+
 def follow(client: Client, uuid: str, timeout: float | None) -> int:
-    """Show state changes until the task is final; return the job's exit status."""
+    """Show each state as the service records it (its event stream: no polling),
+    until the task is final; return the job's exit status."""
     deadline = time.monotonic() + timeout if timeout else None
     last = None
-    while True:
-        body = client.call("GET", f"/monitor/task_uuid/{uuid}", params={"wait": 30}, timeout=45)
-        m = body["monitor"]
-        if m["slurm_job_state"] != last:
-            last = m["slurm_job_state"]
-            click.echo(f"{time.strftime('%H:%M:%S')} {uuid} job {m.get('slurm_job_id') or '-'}: {last}",
-                       err=True)
-        if last in FINAL:
-            client.show(body, describe_task)
-            return exit_status(m)
-        if deadline and time.monotonic() > deadline:
+    while last not in FINAL:
+        try:
+            for event, data in events(client, f"/monitor/task_uuid/{uuid}/events"):
+                if event == "state" and data["slurm_job_state"] != last:
+                    last = data["slurm_job_state"]
+                    click.echo(f"{time.strftime('%H:%M:%S')} {uuid} job "
+                               f"{data.get('slurm_job_id') or '-'}: {last}", err=True)
+                if event == "end" or last in FINAL:
+                    break
+                if deadline and time.monotonic() > deadline:
+                    break
+        except requests.RequestException:
+            time.sleep(1)              # the service restarted or the network blinked
+        if deadline and time.monotonic() > deadline and last not in FINAL:
             raise click.ClickException(f"still {last} after {timeout:.0f} s")
+    body = client.call("GET", f"/monitor/task_uuid/{uuid}")
+    client.show(body, describe_task)
+    return exit_status(body["monitor"])
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
@@ -167,14 +203,24 @@ def submit(client: Client, file, wait, timeout):
 @click.argument("uuid", required=False)
 @click.option("--job-id", type=int, help="Look the task up by Slurm job id.")
 @click.option("--cluster", help="With --job-id: the job's cluster (default: the first).")
-@click.option("--wait", type=int, default=0, help="Wait up to this many seconds for a final state.")
+@click.option("--wait", type=int, default=0,
+              help="Follow the task up to this many seconds, showing each state, until it is final.")
 @click.pass_obj
 def status(client: Client, uuid, job_id, cluster, wait):
     """A task's record and its live Slurm job."""
     path = _task_path(uuid, job_id)
-    params = {k: v for k, v in {"wait": wait, "cluster": cluster if job_id else None}.items() if v}
-    body = client.call("GET", path, params=params or None, timeout=wait + 30)
-    client.show(body, describe_task)
+    params = {"cluster": cluster} if cluster and job_id else None
+    if wait:
+        uuid = uuid or client.call("GET", path, params=params)["monitor"]["task"]["uuid"]
+        try:
+            follow(client, uuid, wait)
+        except click.ClickException as exc:
+            if not exc.message.startswith("still "):
+                raise
+            click.echo(exc.message, err=True)
+            client.show(client.call("GET", f"/monitor/task_uuid/{uuid}"), describe_task)
+        return
+    client.show(client.call("GET", path, params=params), describe_task)
 
 
 @main.command(name="list")

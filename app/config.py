@@ -103,8 +103,17 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_PROXY_ALLOWED_PATH_PREFIXES": Setting(""),
     "SLURM_PROXY_DENIED_USERS": Setting("root"),
     "SLURM_PROXY_MAX_WAIT": Setting(60, int),
+    "SLURM_PROXY_STREAM_MAX_SECONDS": Setting(3600.0, float),
+    "SLURM_PROXY_WATCH_INTERVAL": Setting(0.5, float),
     "SLURM_PROXY_OUTPUT_PREFIXES": Setting(""),
     "SLURM_PROXY_CLUSTER_CACHE_SECONDS": Setting(5.0, float),
+    # the web page (/ui/)
+    "SLURM_PROXY_SECRET_KEY": Setting(""),
+    "SLURM_PROXY_UI_SESSION_HOURS": Setting(8.0, float),
+    "SLURM_PROXY_SECURE_COOKIES": Setting(False, _bool),
+    "SLURM_PROXY_UI_USER_HEADER": Setting(""),
+    "SLURM_PROXY_UI_TRUSTED_PROXIES": Setting(""),
+    "SLURM_PROXY_UI_PROXY_ROLES": Setting("submit,read,cancel"),
     # notifications: delivery
     "NOTIFICATIONS_TIMEOUT": Setting(10.0, float),
     "NOTIFICATIONS_MAX_ATTEMPTS": Setting(8, int),
@@ -184,6 +193,17 @@ def load_config(environ: Mapping[str, str] | None = None,
                 problems.append(f"{key}={config[key]!r} is not a rate limit (e.g. 5/second;60/minute)")
     if config["SLURM_PROXY_TRUSTED_PROXIES"] < 0:
         problems.append("SLURM_PROXY_TRUSTED_PROXIES must be 0 or more")
+    proxies = [p.strip() for p in config["SLURM_PROXY_UI_TRUSTED_PROXIES"].split(",") if p.strip()]
+    for cidr in proxies:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(f"SLURM_PROXY_UI_TRUSTED_PROXIES: {cidr!r} is not a network")
+    if config["SLURM_PROXY_UI_USER_HEADER"] and not proxies:
+        problems.append("SLURM_PROXY_UI_USER_HEADER needs SLURM_PROXY_UI_TRUSTED_PROXIES (the "
+                        "proxy addresses the header is believed from)")
+    if config["SLURM_PROXY_WATCH_INTERVAL"] < 0.1:
+        problems.append("SLURM_PROXY_WATCH_INTERVAL must be at least 0.1 (seconds)")
     if config["SLURM_POLL_INTERVAL"] <= 0:
         problems.append("SLURM_POLL_INTERVAL must be positive")
     if problems:

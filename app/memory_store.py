@@ -65,6 +65,17 @@ class MemoryTaskStore:
         self._beats: dict[str, dict[str, Any]] = {}
         self._active_jobs: dict[tuple, str] = {}     # (cluster, job id) -> uuid
         self._job_of: dict[str, tuple] = {}          # uuid -> (cluster, job id)
+        self._listeners: list = []
+
+    def add_listener(self, callback) -> None:
+        """Call ``callback(summary)`` after each task is created or changes state: the
+        in-process signal ``app.watch`` uses instead of querying (one process only)."""
+        with self._lock:
+            self._listeners.append(callback)
+
+    def _announce(self, summary: dict[str, Any]) -> None:
+        for callback in list(self._listeners):
+            callback(summary)
 
     def ping(self) -> None:
         return None
@@ -95,6 +106,9 @@ class MemoryTaskStore:
             doc.pop("_id", None)
             self._docs[uuid] = doc
             self._reindex(doc)
+            summary = _summary(doc) if self._listeners else None
+        if summary is not None:
+            self._announce(summary)
 
     def update_state(self, uuid: str, *, state: str, expected: str | None = None,
                      fields: dict[str, Any] | None = None, note: str | None = None,
@@ -114,7 +128,10 @@ class MemoryTaskStore:
             if new:
                 doc.setdefault("deliveries", []).extend(new)
             self._reindex(doc)
-            return True
+            summary = _summary(doc) if self._listeners else None
+        if summary is not None:
+            self._announce(summary)
+        return True
 
     def set_fields(self, uuid: str, fields: dict[str, Any], *,
                    expected: str | None = None) -> bool:
@@ -168,6 +185,12 @@ class MemoryTaskStore:
                     and (not until or d["created_at"] < until)
                     and (not after or (d["created_at"], d["task"]["uuid"]) < after)]
             docs.sort(key=lambda d: (d["created_at"], d["task"]["uuid"]), reverse=True)
+            return [_summary(d) for d in docs[:limit]]
+
+    def changes_since(self, since: datetime, limit: int = 1000) -> list[dict[str, Any]]:
+        with self._lock:
+            docs = sorted((d for d in self._docs.values() if d.get("updated_at") and d["updated_at"] > since),
+                          key=lambda d: d["updated_at"])
             return [_summary(d) for d in docs[:limit]]
 
     def add_resubmission(self, uuid: str, new_uuid: str) -> None:

@@ -14,6 +14,7 @@ class Services:
     slurm: Any          # app.slurm.client.SlurmClient (or a fake)
     keys: Any = None    # app.auth key store
     cluster_cache: Any = None   # app.actions.ClusterCache
+    feed: Any = None            # app.watch.ChangeFeed: this process's waiters
 
 
 def get_services() -> Services:

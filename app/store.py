@@ -122,6 +122,7 @@ class TaskStore:
                        name="username_created")
         c.create_index([("created_at", pymongo.DESCENDING), ("task.uuid", pymongo.DESCENDING)],
                        name="created")
+        c.create_index([("updated_at", pymongo.ASCENDING)], name="updated_at")
         c.create_index([("deliveries.status", pymongo.ASCENDING),
                         ("deliveries.next_at", pymongo.ASCENDING)], name="deliveries_due")
         try:
@@ -241,6 +242,13 @@ class TaskStore:
             return list(self.collection.find(query, SUMMARY_PROJECTION)
                         .sort([("created_at", pymongo.DESCENDING), ("task.uuid", pymongo.DESCENDING)])
                         .limit(limit))
+
+    def changes_since(self, since: datetime, limit: int = 1000) -> list[dict[str, Any]]:
+        """Summaries of the tasks created or changed after ``since`` (by ``updated_at``,
+        indexed), oldest change first: what the change feed (``app.watch``) asks for."""
+        with self._op("read recent changes"):
+            return list(self.collection.find({"updated_at": {"$gt": since}}, SUMMARY_PROJECTION)
+                        .sort("updated_at", pymongo.ASCENDING).limit(limit))
 
     def add_resubmission(self, uuid: str, new_uuid: str) -> None:
         with self._op("link the resubmission"):

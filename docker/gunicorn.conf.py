@@ -1,10 +1,31 @@
 """gunicorn settings, read from the environment (see .env.example)."""
-import multiprocessing
 import os
 
+if os.environ.get("GUNICORN_WORKER_CLASS", "gevent") != "gthread":
+    # Before anything imports ssl, socket or threading (app.logs below imports the
+    # app and pymongo): the gevent worker patches again in each worker, harmlessly.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import multiprocessing  # noqa: E402
+import resource  # noqa: E402
+
 bind = f"{os.environ.get('SLURM_PROXY_HOST', '127.0.0.1')}:{os.environ.get('SLURM_PROXY_PORT', '5001')}"
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# gevent (default): each request is a greenlet, so waits and event streams hold no
+# thread (app/serving.py); up to GUNICORN_WORKER_CONNECTIONS at once per worker.
+# gthread: GUNICORN_THREADS threads per worker, each wait holding one.
+if os.environ.get("GUNICORN_WORKER_CLASS", "gevent") == "gthread":
+    worker_class = "gthread"
+    threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+else:
+    worker_class = "app.serving.Worker"
+    worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "2000"))
+# Every waiting client is an open socket: allow more than the usual 1024 files.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+_want = 65536 if _hard == resource.RLIM_INFINITY else min(_hard, 65536)
+if _soft != resource.RLIM_INFINITY and _soft < _want:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_want, _hard))
 if os.environ.get("MONGODB_URI"):
     workers = int(os.environ.get("GUNICORN_WORKERS", str(min(4, multiprocessing.cpu_count() * 2))))
 else:
@@ -38,3 +59,15 @@ def child_exit(server, worker):
     from app.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
+
+
+def on_starting(server):
+    """Without SLURM_PROXY_SECRET_KEY, make one here so that every worker signs the web
+    page's session cookies alike (they then end when gunicorn restarts; set the key to
+    keep them, and the same key on every host)."""
+    from dotenv import dotenv_values
+
+    if not (os.environ.get("SLURM_PROXY_SECRET_KEY") or dotenv_values(".env").get("SLURM_PROXY_SECRET_KEY")):
+        import secrets
+
+        os.environ["SLURM_PROXY_SECRET_KEY"] = secrets.token_urlsafe(32)

@@ -14,6 +14,10 @@ command -v wget >/dev/null || need+=(wget)
 command -v pgrep >/dev/null || need+=(procps)
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# npm installs the page's browser assets (Swagger UI) from the npm registry.
+command -v npm >/dev/null || need+=(npm)
+# The browser tests drive Debian's Chromium (never a downloaded one).
+[ $DEV = 1 ] && ! command -v chromium >/dev/null && need+=(chromium fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}" >&2
     apt-get update -qq
@@ -37,3 +41,10 @@ if [ ! -e ".venv/.installed-$hash-$DEV" ]; then
 fi
 # The command-line client, slurm-proxy, from this checkout.
 [ -x .venv/bin/slurm-proxy ] || .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+# Swagger UI for /docs, from npm's registry, exactly as web/package-lock.json pins it
+# (its integrity hash); no install scripts run.
+lock=$(sha256sum web/package-lock.json | cut -c1-16)
+if [ ! -e "web/node_modules/.installed-$lock" ]; then
+    (cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    touch "web/node_modules/.installed-$lock"
+fi

@@ -43,13 +43,14 @@ export SLURM_PROXY_OUTPUT_PREFIXES=${SLURM_PROXY_OUTPUT_PREFIXES:-/home/{usernam
 if [ ! -s .dev-api-key ] || [ ! -s "${SLURM_PROXY_API_KEYS_FILE:-api-keys.json}" ]; then
     (umask 077; .venv/bin/python -m app.keys create --name dev --users someone \
         --roles submit,read,cancel,admin --quiet > .dev-api-key)
-    echo "created an API key for user someone in .dev-api-key"
+    echo "created an API key for user someone (shown once here; kept in .dev-api-key): $(cat .dev-api-key)"
 fi
 nohup .venv/bin/gunicorn -c docker/gunicorn.conf.py wsgi:app >>logs/service.log 2>&1 &
 echo $! > "$PIDFILE"
 for _ in $(seq 100); do
     if curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
         echo "slurm-proxy is up on http://127.0.0.1:$PORT (pid $(cat "$PIDFILE"), log logs/service.log)"
+        echo "web page: http://127.0.0.1:$PORT/ui/ (sign in with the key in .dev-api-key)"
         exit 0
     fi
     kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break

@@ -10,7 +10,8 @@ from ..access import current_key
 from ..schemas.fields import Text
 from ..schemas.task import USERNAME, MonitorSchema, TaskSchema
 from ..services import get_services
-from ..tasks import lookup_by_job_id, lookup_by_uuid, register_monitor
+from ..tasks import (lookup_by_job_id, lookup_by_uuid, record_by_job_id, record_by_uuid,
+                     register_monitor)
 from .common import Blueprint, document_errors
 from .submit import SubmitResponseSchema
 
@@ -61,10 +62,12 @@ class ClusterArgs(Schema):
     cluster = fields.String(**CLUSTER_ARG)
 
 
-def _maybe_wait(lookup, args):
+def _maybe_wait(find_record, lookup, args):
+    """With ``?wait=N``: the stored record once final (no slurmrestd request while
+    waiting, see ``actions.wait_for_task``); else the record with the live job."""
     if args.get("wait"):
-        return actions.wait_for_task(get_services(), lookup, current_key(), args["wait"])
-    return lookup
+        return actions.wait_for_task(get_services(), find_record(), current_key(), args["wait"])
+    return lookup()
 
 
 @blp.route("/monitor/task_uuid/<string:task_uuid>", methods=["GET"])
@@ -74,7 +77,9 @@ def _maybe_wait(lookup, args):
 def by_uuid(args, task_uuid):
     """The stored record of a task, with its live Slurm job; ``?wait=N`` answers as
     soon as the task is final, or after N seconds."""
-    return _maybe_wait(lookup_by_uuid(get_services(), task_uuid, current_key()), args)
+    services = get_services()
+    return _maybe_wait(lambda: record_by_uuid(services, task_uuid),
+                       lambda: lookup_by_uuid(services, task_uuid, current_key()), args)
 
 
 @blp.route("/monitor/slurm_job_id/<int:slurm_job_id>", methods=["GET"])
@@ -85,8 +90,11 @@ def by_job_id(args, slurm_job_id):
     """The stored record of the task with this Slurm job id (on ``cluster``), among the
     tasks of the users this key acts for (the active one, else the newest), with its
     live job."""
-    return _maybe_wait(lookup_by_job_id(get_services(), slurm_job_id, current_key(),
-                                        args.get("cluster")), args)
+    services = get_services()
+    return _maybe_wait(lambda: record_by_job_id(services, slurm_job_id, current_key(),
+                                                args.get("cluster")),
+                       lambda: lookup_by_job_id(services, slurm_job_id, current_key(),
+                                                args.get("cluster")), args)
 
 
 class ListArgs(Schema):

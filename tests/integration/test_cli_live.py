@@ -121,3 +121,16 @@ def test_cluster_and_errors(server):
     bad_key = subprocess.run([CLI, "--url", server["url"], "--key", "sp_000000000000_" + "x" * 40,
                               "list"], capture_output=True, text=True)
     assert bad_key.returncode == 1 and "Invalid or revoked API key" in bad_key.stderr
+
+
+def test_wait_shows_each_state_as_it_happens(server, workdir):
+    """--wait follows the task's event stream: PENDING, RUNNING and the end, in order,
+    each printed when the service records it (the poller polls every second here)."""
+    task = task_in(workdir, cmd="sleep", params=["3"])
+    run = cli(server, "submit", write_task(server, task), "--wait")
+    assert run.returncode == 0, run.stdout + run.stderr
+    states = re.findall(r"^\d\d:\d\d:\d\d \S+ job \d+: (\w+)$", run.stderr, re.M)
+    assert states == ["PENDING", "RUNNING", "COMPLETED"], run.stderr
+    assert "COMPLETED exit 0" in run.stdout
+    later = cli(server, "status", task["uuid"], "--wait", "10")
+    assert later.returncode == 0 and "COMPLETED exit 0" in later.stdout

@@ -107,21 +107,38 @@ def test_resubmit_canned_task_and_bad_overrides(client, fake_slurm):
     assert client.post("/monitor/task_uuid/nope/resubmit", json={}).status_code == 404
 
 
-def test_wait_answers_when_the_task_is_final(client, fake_slurm):
+def test_wait_answers_when_the_task_is_final(app, keys, client, fake_slurm, store):
+    """A waiter is woken by what the tracker records (here the poller's compare-and-set
+    path), and never asks slurmrestd itself."""
+    from app.tracking import record_job_state
+
     uuid, job_id = submit(client)
     fake_slurm.jobs[job_id] = make_job(job_id, "RUNNING")
-    timer = threading.Timer(1.0, lambda: fake_slurm.set_state(job_id, "COMPLETED"))
+    reads = []
+    real_get_job = fake_slurm.get_job
+    fake_slurm.get_job = lambda job: reads.append(job) or real_get_job(job)
+
+    def job_ends():
+        fake_slurm.set_state(job_id, "COMPLETED")
+        record_job_state(store, store.get(uuid), real_get_job(job_id))
+
+    timer = threading.Timer(1.0, job_ends)
     timer.start()
     started = time.monotonic()
     body = client.get(f"/monitor/task_uuid/{uuid}?wait=30").get_json()
     assert body["monitor"]["slurm_job_state"] == "COMPLETED"
-    assert time.monotonic() - started < 5
+    assert body["slurm"] is None and body["slurm_error"]["code"] == "not_read_while_waiting"
+    assert 0.9 <= time.monotonic() - started < 5
     started = time.monotonic()
     uuid2, job2 = submit(client)
     fake_slurm.jobs[job2] = make_job(job2, "RUNNING")
     body = client.get(f"/monitor/slurm_job_id/{job2}?wait=1").get_json()
-    assert body["monitor"]["slurm_job_state"] == "RUNNING"
+    assert body["monitor"]["slurm_job_state"] == "PENDING"      # nothing recorded a change
     assert 1 <= time.monotonic() - started < 4
+    assert reads == []                                           # no slurmrestd request
+    final = client.get(f"/monitor/task_uuid/{uuid}?wait=5")      # already final: at once
+    assert final.get_json()["monitor"]["slurm_job_state"] == "COMPLETED"
+    assert authorized(app, keys[1]["other"]).get(f"/monitor/task_uuid/{uuid}?wait=5").status_code == 403
 
 
 def test_output_is_501_when_the_server_does_not_read_files(client):

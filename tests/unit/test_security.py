@@ -34,6 +34,15 @@ def test_every_route_but_health_refuses_a_request_without_a_key(store, fake_slur
         if endpoint in ("health.healthz", "health.readyz"):
             assert resp.status_code in (200, 503) and resp.is_json, url   # public
             continue
+        if endpoint in ("ui.login", "ui.static"):          # the sign-in page and its files
+            continue
+        if endpoint.startswith("ui.") and method == "GET" and resp.status_code == 302:
+            assert resp.headers["Location"].startswith("/ui/login"), url   # page: sign in first
+            continue
+        if endpoint.startswith("ui.") and method == "POST":
+            assert resp.status_code == 401, url                            # page: sign in first
+            assert "Not signed in" in resp.get_data(as_text=True), url
+            continue
         checked += 1
         assert resp.status_code == 401, (method, url, resp.status_code)
         assert resp.get_json()["code"] == "unauthorized"

@@ -8,9 +8,10 @@ the same process (``run.py``) only.
 """
 from __future__ import annotations
 
+import bisect
 import copy
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from .errors import DuplicateTask
@@ -46,6 +47,8 @@ class MemoryTaskStore:
         self._active: set[str] = set()
         self._with_outbox: set[str] = set()
         self._beats: dict[str, dict[str, Any]] = {}
+        self._leases: dict[str, dict[str, Any]] = {}
+        self._changes: list[tuple[datetime, str]] = []     # (updated_at, uuid), in order
 
     def ping(self) -> None:
         return None
@@ -69,6 +72,7 @@ class MemoryTaskStore:
             doc.pop("_id", None)
             self._docs[uuid] = doc
             self._reindex(doc)
+            self._note_change(uuid, doc.get("updated_at") or doc["created_at"])
 
     def update_state(self, uuid: str, *, state: str, expected: str | None = None,
                      fields: dict[str, Any] | None = None, note: str | None = None,
@@ -81,6 +85,7 @@ class MemoryTaskStore:
             doc.update(copy.deepcopy(fields or {}))
             doc["slurm_job_state"] = state
             doc["updated_at"] = now
+            self._note_change(uuid, now)
             doc.setdefault("history", []).append(
                 {"state": state, "at": now, **({"note": note} if note else {})})
             new = copy.deepcopy(list(deliveries))
@@ -134,6 +139,20 @@ class MemoryTaskStore:
         with self._lock:
             return [_project(self._docs[u]) for u in self._active]
 
+    def _note_change(self, uuid: str, at: datetime) -> None:
+        if self._changes and at < self._changes[-1][0]:
+            at = self._changes[-1][0]              # keep the log sorted
+        self._changes.append((at, uuid))
+        if len(self._changes) > 2 * len(self._docs) + 1000:     # drop superseded entries
+            latest = {u: a for a, u in self._changes}
+            self._changes = sorted((a, u) for u, a in latest.items())
+
+    def changed_since(self, since: datetime) -> list[dict[str, Any]]:
+        with self._lock:
+            start = bisect.bisect_left(self._changes, (since, ""))
+            uuids = dict.fromkeys(u for _, u in self._changes[start:])
+            return [{**_project(self._docs[u]), "active": u in self._active} for u in uuids]
+
     # -- outbox --------------------------------------------------------------------
     def due_deliveries(self, now: datetime, limit: int = 100) -> list[tuple[str, dict]]:
         out = []
@@ -176,6 +195,25 @@ class MemoryTaskStore:
     def last_beat(self, name: str) -> dict[str, Any] | None:
         with self._lock:
             return copy.deepcopy(self._beats.get(name))
+
+    def take_lease(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
+        with self._lock:
+            lease = self._leases.get(name)
+            if lease is not None and lease["holder"] != holder and lease["until"] >= now:
+                return False
+            since = lease["since"] if lease is not None and lease["holder"] == holder else now
+            self._leases[name] = {"holder": holder, "until": now + timedelta(seconds=ttl),
+                                  "renewed_at": now, "since": since}
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._lock:
+            if (self._leases.get(name) or {}).get("holder") == holder:
+                del self._leases[name]
+
+    def lease(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return copy.deepcopy(self._leases.get(name))
 
     def count_active_by_state(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -112,6 +112,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
     api.register_blueprint(slurm_routes.blp)
     api.register_blueprint(cluster.blp)
     app.register_blueprint(health.blp)
+    from .blueprints import events
+    app.register_blueprint(events.blp)
     # After Api(), which registers its own HTTPException handler: ours wins.
     register_error_handlers(app)
     return app

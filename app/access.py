@@ -30,7 +30,8 @@ ENDPOINT_ROLES = {
     "cluster.cluster": "read",
 }
 ROLE_BY_BLUEPRINT = {"slurm": "admin"}
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz"}
+# events.jobcomp checks its own credentials (HTTP Basic, the cluster's event secret).
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "events.jobcomp"}
 DOCS_ENDPOINTS = {"api-docs.openapi_json", "docs", "docs_static"}
 
 

@@ -122,6 +122,7 @@ class Poller:
         self.missing: set[str] = set()                   # tasks whose job Slurm did not list
         self.watermark: datetime | None = None           # store changes read up to here
         self.events_fresh: dict[str, bool] = {}
+        self.skew = CLOCK_SKEW
 
     @property
     def failures(self) -> int:
@@ -158,7 +159,7 @@ class Poller:
 
     def _sync_tasks(self) -> None:
         """Bring the in-memory active tasks up to date with the store."""
-        mark = utcnow() - timedelta(seconds=CLOCK_SKEW)
+        mark = utcnow() - timedelta(seconds=self.skew)
         if self.watermark is None:
             records = self.store.active_tasks()
             self.tasks = {r["task"]["uuid"]: r for r in records}

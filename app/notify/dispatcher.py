@@ -89,17 +89,19 @@ class Dispatcher:
 
     def run(self, stop: threading.Event, tick: float = 0.1) -> None:
         logger.info("dispatcher started: %d senders, %d per peer", self.concurrency, self.per_peer)
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="deliver") as pool:
-            while not stop.is_set():
-                try:
-                    self.start_due(pool)
-                except StoreUnavailable as exc:
-                    logger.warning("outbox unavailable: %s", exc.message)
-                except Exception:  # noqa: BLE001 - the only catch-all: keep sending
-                    logger.exception("dispatcher pass failed")
-                self._wake.wait(tick)
-                self._wake.clear()
-            pool.shutdown(wait=False, cancel_futures=True)
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="deliver")
+        while not stop.is_set():
+            try:
+                self.start_due(pool)
+            except StoreUnavailable as exc:
+                logger.warning("outbox unavailable: %s", exc.message)
+            except Exception:  # noqa: BLE001 - the only catch-all: keep sending
+                logger.exception("dispatcher pass failed")
+            self._wake.wait(tick)
+            self._wake.clear()
+        # Sends in flight finish on their own (each has its timeout); an unsent
+        # claimed delivery is sent again after its lease.
+        pool.shutdown(wait=False, cancel_futures=True)
         logger.info("dispatcher stopped")
 
     def start_due(self, pool) -> int:

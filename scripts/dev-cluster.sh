@@ -95,6 +95,7 @@ SchedulerParameters=batch_sched_delay=0
 MinJobAge=3600
 SlurmdParameters=config_overrides
 MailProg=/bin/true
+PrivateData=jobs
 JobCompType=jobcomp/elasticsearch
 JobCompLoc=http://default:$(cat "$EVENT_SECRET_FILE")@127.0.0.1:$EVENTS_PORT/events/slurm/jobcomp
 ReturnToService=2

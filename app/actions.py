@@ -20,7 +20,6 @@ from .errors import InvalidRequest, SlurmJobFinished, SlurmJobNotFound, SlurmPro
 from .policy import is_under
 from .schemas.task import SubmitSchema
 from .services import Services
-from .slurm.states import normalize_state
 from .tasks import lookup_by_uuid, record_by_job_id, record_by_uuid, submit_task
 from .store import utcnow
 from .tracking import record_job_state
@@ -224,50 +223,37 @@ class ClusterCache:
             return value
 
 
-def _states(raw) -> set[str]:
-    base, flags = normalize_state(raw)
-    return {base, *flags}
+NODE_DOWN = frozenset({"DOWN", "DRAIN", "DRAINED", "DRAINING", "FAIL", "NOT_RESPONDING"})
 
 
 def cluster_summary(slurm) -> dict[str, Any]:
-    partitions = slurm.partitions().get("partitions") or []
-    nodes = slurm.nodes().get("nodes") or []
-    jobs = slurm.get_jobs()
+    """Per partition: nodes and CPUs idle/allocated/down, pending and running jobs."""
     summary: dict[str, dict[str, Any]] = {}
-    for p in partitions:
-        summary[p["name"]] = {"name": p["name"], "state": _first(p.get("state") or
-                                                                (p.get("partition") or {}).get("state")),
-                              "nodes": {"total": 0, "idle": 0, "mixed": 0, "allocated": 0, "down": 0},
-                              "cpus": {"total": 0, "allocated": 0, "idle": 0, "down": 0},
-                              "jobs": {"pending": 0, "running": 0}}
-    for node in nodes:
-        states = _states(node.get("state"))
-        cpus = int(node.get("cpus") or 0)
-        alloc = int(node.get("alloc_cpus") or 0)
-        down = bool(states & {"DOWN", "DRAIN", "DRAINED", "DRAINING", "FAIL", "NOT_RESPONDING"})
+    for p in slurm.partitions():
+        summary[p.name] = {"name": p.name, "state": p.state,
+                           "nodes": {"total": 0, "idle": 0, "mixed": 0, "allocated": 0, "down": 0},
+                           "cpus": {"total": 0, "allocated": 0, "idle": 0, "down": 0},
+                           "jobs": {"pending": 0, "running": 0}}
+    for node in slurm.nodes():
+        states = node.states
+        down = bool(states & NODE_DOWN)
         kind = ("down" if down else "allocated" if "ALLOCATED" in states
                 else "mixed" if "MIXED" in states else "idle")
-        for name in node.get("partitions") or []:
+        for name in node.partitions:
             part = summary.get(name)
             if part is None:
                 continue
             part["nodes"]["total"] += 1
             part["nodes"][kind] += 1
-            part["cpus"]["total"] += cpus
+            part["cpus"]["total"] += node.cpus
             if down:
-                part["cpus"]["down"] += cpus
+                part["cpus"]["down"] += node.cpus
             else:
-                part["cpus"]["allocated"] += alloc
-                part["cpus"]["idle"] += cpus - alloc
-    for job in jobs:
+                part["cpus"]["allocated"] += node.alloc_cpus
+                part["cpus"]["idle"] += node.cpus - node.alloc_cpus
+    for job in slurm.get_jobs():
         part = summary.get(job.partition or "")
         if part is not None and job.state in ("PENDING", "RUNNING"):
             part["jobs"][job.state.lower()] += 1
     return {"partitions": list(summary.values()), "api_version": slurm.api_version,
             "generated_at": utcnow()}
-
-
-def _first(value):
-    if isinstance(value, list):
-        return value[0] if value else None
-    return value

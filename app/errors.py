@@ -85,6 +85,12 @@ class SlurmRejected(SlurmError):
     code = "slurm_rejected"
 
 
+class SlurmVersionUnserved(SlurmError):
+    """slurmrestd does not serve the API version the service speaks to it."""
+    status = 502
+    code = "slurm_api_version"
+
+
 class SlurmJobNotFound(SlurmError):
     status = 404
     code = "slurm_job_not_found"

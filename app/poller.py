@@ -84,8 +84,9 @@ class ClusterView:
         of jobs that changed since the last listing (None: nothing changed)."""
         self.cycles += 1
         since = None if self.cycles % FULL_SYNC_EVERY == 1 else self.update_time
-        jobs, stamp = client.get_jobs_since(since)
-        self.update_time = stamp
+        answer = client.get_jobs_since(since)
+        jobs = answer.jobs
+        self.update_time = answer.update_time
         self.failures = 0
         if jobs is None:
             return None

@@ -4,9 +4,10 @@ Run as root against the dev cluster (``scripts/dev-cluster.sh start``):
 
     python scripts/record_fixtures.py [--version 0.0.38] [--user someone]
 
-Writes ``tests/fixtures/slurmrestd/v<version>/<kind>.json`` plus an ``index.json``
-(method, path, headers with tokens masked, body, status, file), the layout of
-``../shared/fixtures/slurm-24.11.7``. Takes about 90 s (it waits for a time-out).
+Writes ``tests/fixtures/slurmrestd/slurm-<release>/v<version>/<kind>.json`` (release
+from ``scontrol --version``, e.g. ``slurm-22.05``) plus an ``index.json`` (method,
+path, headers with tokens masked, body, status, file), the layout of the 24.11.7 and
+26.05.3 recordings beside it. Takes about 90 s (it waits for a time-out).
 """
 from __future__ import annotations
 
@@ -33,9 +34,13 @@ def main() -> None:
     ap.add_argument("--user", default="someone")
     ap.add_argument("--base", default="http://127.0.0.1:6820")
     ap.add_argument("--partition", default="hpcz-test")
+    ap.add_argument("--out", type=pathlib.Path, help="folder of the release's recordings "
+                    "(default: tests/fixtures/slurmrestd/slurm-<release>)")
     args = ap.parse_args()
     v, user = args.version, args.user
-    out_dir = ROOT / "tests" / "fixtures" / "slurmrestd" / f"v{v}"
+    release = subprocess.run(["scontrol", "--version"], check=True, capture_output=True,
+                             text=True).stdout.split()[-1].rsplit(".", 1)[0]
+    out_dir = (args.out or ROOT / "tests" / "fixtures" / "slurmrestd" / f"slurm-{release}") / f"v{v}"
     out_dir.mkdir(parents=True, exist_ok=True)
     tokens = {"root": token("root"), user: token(user)}
     masks = {tokens["root"]: "<root-jwt>", tokens[user]: f"<{user}-jwt>"}
@@ -111,6 +116,11 @@ def main() -> None:
     time.sleep(2)
     call("job_cancelled_final", "GET", f"{prefix}/job/{sleep}")
     call("jobs", "GET", f"{prefix}/jobs")
+    call("jobs_since_past", "GET", f"{prefix}/jobs?update_time=1",
+         note="update_time in the past: every job")
+    time.sleep(1)
+    call("jobs_since_unchanged", "GET", f"{prefix}/jobs?update_time={int(time.time())}",
+         note="update_time = now, nothing changed since: HTTP 304, no body")
     print("waiting for the 1-minute time limit ...")
     for _ in range(60):
         state = requests.get(args.base + f"{prefix}/job/{timeout}", timeout=10, headers={
@@ -122,7 +132,7 @@ def main() -> None:
     resp = requests.get(args.base + "/openapi/v3", timeout=30, headers={
         "X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": tokens["root"]})
     paths = {"paths": {p: {} for p in resp.json()["paths"]}}
-    (out_dir.parent / "openapi-v3-paths-slurm-22.05.json").write_text(
+    (out_dir.parent / "openapi-v3-paths.json").write_text(
         json.dumps(paths, indent=2) + "\n")
     (out_dir / "index.json").write_text(json.dumps(index, indent=2) + "\n")
 

@@ -17,13 +17,12 @@ import pytest
 from app import create_app
 from app.auth import ROLES, MemoryKeyStore, new_key
 from app.errors import SlurmJobNotFound
-from app.slurm.versions import JobInfo
+from app.slurm.versions import JobInfo, PingInfo
 from app.memory_store import MemoryTaskStore
 from app.store import TaskStore
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "slurmrestd"
-SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures" / "slurm-24.11.7"
 
 HELLO_TASK = {
     "uuid": "123e4567-e89b-12d3-a456-426614174000",
@@ -80,7 +79,10 @@ class FakeSlurmClient:
         return job_id
 
     def ping(self):
-        return {"pings": [{"hostname": "fake", "ping": "UP"}]}
+        return [PingInfo(hostname="fake", up=True, primary=True, latency=100, status=None)]
+
+    def raw(self, what, job_id=None):
+        return {"pings": [{"hostname": "fake", "ping": "UP"}]} if what == "ping" else {}
 
     def cancel(self, job_id, user=None):
         from app.errors import SlurmJobFinished

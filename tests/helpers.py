@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from app.errors import NotificationError, SlurmJobNotFound, SlurmUnavailable
 from app.notify import PermanentNotificationError
+from app.slurm.versions import JobsSince
 from app.store import utcnow
 from app.tasks import new_record
 from tests.conftest import hello_task
@@ -34,7 +35,7 @@ class PollSlurm:
         self.requests += 1
         if self.down:
             raise SlurmUnavailable("slurmrestd at http://x is not reachable.")
-        return list(self.jobs.values()), 1
+        return JobsSince(list(self.jobs.values()), 1)
 
     def get_db_job(self, job_id):
         self.requests += 1

@@ -37,8 +37,8 @@ def readyz():
     for name in services.slurm.names:
         client = services.slurm.get(name)
         try:
-            pings = client.ping().get("pings") or []
-            up = bool(pings) and all("UP" in (p.get("ping"), p.get("pinged")) for p in pings)
+            pings = client.ping()
+            up = bool(pings) and all(p.up for p in pings)
             clusters[name] = {"ok": up, "api_version": client.api_version,
                               **({} if up else {"error": "slurmctld_not_up"})}
         except SlurmError as exc:

@@ -8,7 +8,8 @@ from ..services import get_services
 from .common import Blueprint, document_errors
 
 blp = Blueprint("slurm", __name__, url_prefix="/slurm",
-                description="Operator views of slurmrestd (its answers as they come).")
+                description="Operator views of slurmrestd: its answers as they come, labelled "
+                            "with the API version that shaped them (`api_version`).")
 
 
 class RawSchema(Schema):
@@ -38,7 +39,7 @@ def _raw(args, fetch):
 @document_errors(blp, 400, 503, 404)
 def ping(args):
     """slurmrestd's ping of slurmctld."""
-    return _raw(args, lambda s: s.ping())
+    return _raw(args, lambda s: s.raw("ping"))
 
 
 @blp.route("/diag", methods=["GET"])
@@ -47,7 +48,7 @@ def ping(args):
 @document_errors(blp, 400, 503, 404)
 def diag(args):
     """slurmctld's scheduler statistics."""
-    return _raw(args, lambda s: s.diag())
+    return _raw(args, lambda s: s.raw("diag"))
 
 
 @blp.route("/jobs", methods=["GET"])
@@ -56,7 +57,7 @@ def diag(args):
 @document_errors(blp, 400, 503, 404)
 def jobs(args):
     """Every job slurmctld knows."""
-    return _raw(args, lambda s: s.jobs_raw())
+    return _raw(args, lambda s: s.raw("jobs"))
 
 
 @blp.route("/job/<int:job_id>", methods=["GET"])
@@ -67,7 +68,7 @@ def job(args, job_id):
     """One job, as slurmrestd describes it."""
     if not 0 < job_id < 2**32:
         raise SlurmJobNotFound(f"No Slurm job {job_id}.")
-    return _raw(args, lambda s: s.job_raw(job_id))
+    return _raw(args, lambda s: s.raw("job", job_id))
 
 
 @blp.route("/partitions", methods=["GET"])
@@ -76,7 +77,7 @@ def job(args, job_id):
 @document_errors(blp, 400, 503, 404)
 def partitions(args):
     """The cluster's partitions."""
-    return _raw(args, lambda s: s.partitions())
+    return _raw(args, lambda s: s.raw("partitions"))
 
 
 @blp.route("/nodes", methods=["GET"])
@@ -85,4 +86,4 @@ def partitions(args):
 @document_errors(blp, 400, 503, 404)
 def nodes(args):
     """The cluster's nodes."""
-    return _raw(args, lambda s: s.nodes())
+    return _raw(args, lambda s: s.raw("nodes"))

@@ -1,9 +1,11 @@
 """``SlurmClient``: the one interface to slurmrestd the rest of the service uses.
 
-It speaks our dataclasses (``JobSubmission`` in, ``JobInfo`` out), picks the API
-version (configured, or the highest one both sides know, read from ``/openapi/v3``),
-and turns every slurmrestd answer that is not a success into a ``SlurmError`` with a
-message a person can act on.
+It speaks our dataclasses (``JobSubmission`` in; ``JobInfo``, ``PingInfo``,
+``DiagInfo``, ``NodeInfo``, ``PartitionInfo`` out), picks the API version (configured,
+or the highest one both sides know, read from ``/openapi/v3``), and turns every
+slurmrestd answer that is not a success into a ``SlurmError`` with a message a person
+can act on. Every path and every shape comes from the version's adapter; this module
+knows HTTP and error classes, not Slurm's JSON.
 """
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from typing import Any
 
 from ..batch import JobSubmission
 from ..errors import (ConfigError, SlurmAuthError, SlurmError, SlurmJobFinished,
-                      SlurmJobNotFound, SlurmRejected, SlurmUnavailable)
+                      SlurmJobNotFound, SlurmRejected, SlurmUnavailable,
+                      SlurmVersionUnserved)
 from .transport import Response, Transport
-from .versions import ADAPTERS, Adapter, JobInfo, version_key
+from .versions import (ADAPTERS, Adapter, DiagInfo, JobInfo, JobsSince, NodeInfo,
+                       PartitionInfo, PingInfo, version_key)
 
 logger = logging.getLogger(__name__)
 
@@ -27,26 +31,7 @@ AUTH_ERRORS = {1007: "Protocol authentication error",
                5005: "slurmrestd could not talk to slurmctld with the given token"}
 JOB_NOT_FOUND = 2017
 JOB_ALREADY_FINISHED = 2021
-
-
-def slurm_errors(body: Any) -> list[dict[str, Any]]:
-    """slurmrestd's ``errors[]`` reduced to ``{code, error, description}``."""
-    if not isinstance(body, dict):
-        return []
-    out = []
-    for item in body.get("errors") or []:
-        if not isinstance(item, dict):
-            continue
-        code = item.get("error_number", item.get("error_code"))
-        out.append({"code": code, "error": item.get("error") or "",
-                    "description": item.get("description") or ""})
-    # v0.0.42+ DELETE: per-job results in status[], still with HTTP 200.
-    for item in body.get("status") or []:
-        err = item.get("error") if isinstance(item, dict) else None
-        if isinstance(err, dict) and err.get("code"):
-            out.append({"code": err["code"], "error": err.get("string") or "",
-                        "description": err.get("message") or ""})
-    return out
+_ANY_VERSION = Adapter()
 
 
 def describe(errors: list[dict[str, Any]]) -> str:
@@ -94,15 +79,31 @@ class SlurmClient:
         usable = sorted(served & set(ADAPTERS), key=version_key)
         if not usable:
             raise SlurmRejected(
-                f"slurmrestd serves API versions {sorted(served) or 'none'}, none of which "
-                f"this service supports ({', '.join(sorted(ADAPTERS, key=version_key))}). "
-                f"Start slurmrestd with -s openapi/v0.0.38 or newer.")
+                f"slurmrestd serves API versions "
+                f"{', '.join(sorted(served, key=version_key)) or 'none'}, none of which this "
+                f"service supports ({', '.join(sorted(ADAPTERS, key=version_key))}). "
+                f"Start slurmrestd with -s openapi/v0.0.38 or newer, or set "
+                f"SLURM_API_VERSION to one of the versions both sides know.")
         return usable[-1]
+
+    def served_versions(self) -> list[str]:
+        """Every API version slurmrestd serves, known to us or not (for messages)."""
+        resp = self.transport.request("GET", "/openapi/v3")
+        self._check(resp, "GET /openapi/v3")
+        paths = resp.json.get("paths") or {}
+        return sorted({m.group(1) for p in paths if (m := _VERSION_IN_PATH.match(p))},
+                      key=version_key)
+
+    def _served_or_unknown(self) -> list[str]:
+        try:
+            return self.served_versions() or ["no version we can see"]
+        except SlurmError:
+            return ["versions it would not list (GET /openapi/v3 failed)"]
 
     # -- jobs ----------------------------------------------------------------------
     def submit(self, sub: JobSubmission, user: str) -> int:
         adapter = self.adapter
-        resp = self.transport.request("POST", f"{adapter.prefix}/job/submit", user=user,
+        resp = self.transport.request("POST", adapter.submit_path, user=user,
                                       json=adapter.submit_body(sub))
         self._check(resp, "submit")
         job_id = adapter.parse_submit(resp.json)
@@ -110,84 +111,103 @@ class SlurmClient:
             raise SlurmRejected("slurmrestd accepted the submit but returned no job id.")
         return job_id
 
-    def get_job(self, job_id: int) -> JobInfo:
-        body = self.job_raw(job_id)
-        jobs = self.adapter.parse_jobs(body)
-        for job in jobs:
+    def get_job(self, job_id: int, user: str | None = None) -> JobInfo:
+        """One job from slurmctld; as ``user`` (their token), so that Slurm's own
+        ``PrivateData`` applies, or with the service's identity when None."""
+        body = self._get(self.adapter.job_path(job_id), user=user, what=f"job {job_id}")
+        for job in self.adapter.parse_jobs(body):
             if job.job_id == job_id:
                 return job
         raise SlurmJobNotFound(f"Slurm does not know job {job_id}.")
 
-    def get_jobs(self, update_time: int | None = None) -> list[JobInfo]:
-        return self.adapter.parse_jobs(self.jobs_raw(update_time))
+    def get_jobs(self) -> list[JobInfo]:
+        return self.adapter.parse_jobs(self.raw("jobs"))
 
-    def get_jobs_since(self, update_time: int | None) -> tuple[list[JobInfo] | None, int | None]:
-        """All jobs, or None when nothing changed since ``update_time`` (HTTP 304).
+    def get_jobs_since(self, update_time: int | None) -> JobsSince:
+        """The jobs that changed since ``update_time`` (every job slurmctld knows, as
+        slurmrestd has no finer answer), or ``unchanged`` when nothing did.
 
-        Returns the jobs and an ``update_time`` for the next call, in slurmctld's own
-        clock (its ``last_update``, or the newest time any job carries) so that a clock
-        difference between this host and slurmctld can never hide a change."""
+        ``update_time`` of the answer is what to ask from next, in slurmctld's own
+        clock, so that a clock difference between this host and slurmctld can never
+        hide a change."""
         adapter = self.adapter
         params = {"update_time": update_time} if update_time else None
-        resp = self.transport.request("GET", f"{adapter.prefix}/jobs", params=params)
-        if resp.status == 304:
-            return None, update_time
-        self._check(resp, "GET /jobs")
-        jobs = adapter.parse_jobs(resp.json)
-        stamp = adapter.last_update(resp.json)
-        if stamp is None:
-            # Only times that have happened: a running job's end_time and a pending
-            # job's start_time are Slurm's projections, possibly in the future.
-            times = [j.submit_time for j in jobs if j.submit_time]
-            times += [j.start_time for j in jobs if j.start_time and j.state != "PENDING"]
-            times += [j.end_time for j in jobs if j.end_time and j.is_terminal]
-            stamp = int(max(times).timestamp()) - 1 if times else None
-        return jobs, stamp
+        resp = self.transport.request("GET", adapter.jobs_path, params=params)
+        if resp.status != 304:
+            self._check(resp, "GET /jobs", log_warnings=False)
+        since = adapter.jobs_since(resp.status, resp.json, update_time)
+        if not since.unchanged:
+            for warning in since.warnings:
+                logger.warning("slurmrestd warning on GET /jobs: %s", warning)
+        return since
+
+    def get_job_states(self, job_ids) -> dict[int, tuple[str, tuple[str, ...]]]:
+        """(state, flags) of just these jobs, about 60 bytes a job (v0.0.40+:
+        ``GET /jobs/state?job_id=1,2,...``, batched). A job slurmctld no longer knows
+        is absent from the answer."""
+        adapter = self.adapter
+        if not adapter.has_jobs_state:
+            raise SlurmError(f"slurmrestd API v{adapter.version} has no /jobs/state.")
+        ids = sorted(set(job_ids))
+        out: dict[int, tuple[str, tuple[str, ...]]] = {}
+        for i in range(0, len(ids), adapter.jobs_state_batch):
+            batch = ids[i:i + adapter.jobs_state_batch]
+            body = self._get(adapter.jobs_state_path,
+                             params=adapter.jobs_state_params(batch), what="GET /jobs/state")
+            out.update(adapter.parse_jobs_state(body))
+        return out
 
     def get_db_job(self, job_id: int) -> JobInfo:
         """The accounting record of a job slurmctld has forgotten (needs slurmdbd)."""
-        version = self.adapter.version
-        resp = self.transport.request("GET", f"/slurmdb/v{version}/job/{job_id}")
+        adapter = self.adapter
+        resp = self.transport.request("GET", adapter.db_job_path(job_id))
         self._check(resp, f"job {job_id} in slurmdb")
-        jobs = resp.json.get("jobs") or []
+        jobs = adapter.parse_db_jobs(resp.json)
         if not jobs:
             raise SlurmJobNotFound(f"slurmdb has no job {job_id}.")
-        return self.adapter.parse_db_job(jobs[0])
+        return jobs[0]
 
     def cancel(self, job_id: int, user: str | None = None) -> None:
-        resp = self.transport.request("DELETE", f"{self.adapter.prefix}/job/{job_id}", user=user)
+        resp = self.transport.request("DELETE", self.adapter.job_path(job_id), user=user)
         self._check(resp, f"cancel job {job_id}")
 
-    # -- raw answers for the operator routes ----------------------------------------
-    def ping(self) -> dict:
-        return self._get("/ping")
+    # -- the cluster -------------------------------------------------------------------
+    def ping(self) -> list[PingInfo]:
+        return self.adapter.parse_ping(self.raw("ping"))
 
-    def diag(self) -> dict:
-        return self._get("/diag")
+    def diag(self) -> DiagInfo:
+        return self.adapter.parse_diag(self.raw("diag"))
 
-    def nodes(self) -> dict:
-        return self._get("/nodes")
+    def nodes(self) -> list[NodeInfo]:
+        return self.adapter.parse_nodes(self.raw("nodes"))
 
-    def partitions(self) -> dict:
-        return self._get("/partitions")
+    def partitions(self) -> list[PartitionInfo]:
+        return self.adapter.parse_partitions(self.raw("partitions"))
 
-    def jobs_raw(self, update_time: int | None = None) -> dict:
-        params = {"update_time": update_time} if update_time else None
-        return self._get("/jobs", params=params)
+    # -- raw answers, for the operator routes (labelled there with the version) -------
+    RAW = {"ping": "/ping", "diag": "/diag", "jobs": "/jobs", "nodes": "/nodes",
+           "partitions": "/partitions"}
 
-    def job_raw(self, job_id: int) -> dict:
-        return self._get(f"/job/{job_id}", what=f"job {job_id}")
+    def raw(self, what: str, job_id: int | None = None) -> dict:
+        """slurmrestd's own answer: ``what`` is one of ``RAW``, or ``job`` with ``job_id``."""
+        if what == "job":
+            return self._get(self.adapter.job_path(job_id), what=f"job {job_id}")
+        return self._get(self.adapter.prefix + self.RAW[what], what=f"GET {self.RAW[what]}")
 
-    def _get(self, path: str, *, params=None, what: str | None = None) -> dict:
-        resp = self.transport.request("GET", self.adapter.prefix + path, params=params)
+    def _get(self, path: str, *, params=None, user: str | None = None,
+             what: str | None = None) -> dict:
+        resp = self.transport.request("GET", path, params=params, user=user)
         self._check(resp, what or f"GET {path}")
         return resp.json
 
     # -- answers -------------------------------------------------------------------
-    def _check(self, resp: Response, what: str) -> None:
-        errors = slurm_errors(resp.body)
-        for warning in (resp.json.get("warnings") or []) if isinstance(resp.body, dict) else []:
-            logger.warning("slurmrestd warning on %s: %s", what, warning)
+    def _check(self, resp: Response, what: str, *, log_warnings: bool = True) -> None:
+        # Before the version is known (GET /openapi/v3), the base adapter reads errors.
+        adapter = self._adapter or _ANY_VERSION
+        errors = adapter.errors(resp.body)
+        if log_warnings:
+            for warning in adapter.warnings(resp.body):
+                logger.warning("slurmrestd warning on %s: %s", what, warning)
         codes = {e["code"] for e in errors}
         if resp.status == 401 or codes & set(AUTH_ERRORS) or resp.status == 511:
             raise SlurmAuthError(
@@ -197,6 +217,12 @@ class SlurmClient:
         if JOB_ALREADY_FINISHED in codes:
             raise SlurmJobFinished(f"Slurm says {what}: the job has already finished.",
                                    errors={"slurm_errors": errors})
+        if resp.status == 404 and not isinstance(resp.body, dict) and self._adapter:
+            # slurmrestd's own "Unable find requested URL": not this version's path.
+            raise SlurmVersionUnserved(
+                f"slurmrestd does not serve API v{self._adapter.version} ({what}); it serves "
+                f"{', '.join(self._served_or_unknown())}. Set SLURM_API_VERSION=auto or one "
+                f"of those, or load openapi/v{self._adapter.version} in slurmrestd (-s).")
         if JOB_NOT_FOUND in codes or (resp.status == 404 and what.startswith("job")):
             raise SlurmJobNotFound(f"Slurm does not know {what}.", errors={"slurm_errors": errors})
         if resp.status == 500 and errors and all(e["code"] in (-1, None) for e in errors):

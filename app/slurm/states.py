@@ -22,9 +22,16 @@ TERMINAL_STATES = frozenset({
 })
 
 # Flags under which a job is not finished, whatever its base state says.
+# EXPEDITING (v0.0.44+, Slurm 25.11): a failed job held for an expedited requeue
+# (``--requeue=expedite``) while its epilogs decide whether it runs again.
 UNFINISHED_FLAGS = frozenset({
     "COMPLETING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-    "SPECIAL_EXIT", "RESIZING", "STAGE_OUT", "SIGNALING", "REVOKED",
+    "SPECIAL_EXIT", "RESIZING", "STAGE_OUT", "SIGNALING", "REVOKED", "EXPEDITING",
+})
+
+# Flags that say something about a job without changing whether it is finished.
+OTHER_FLAGS = frozenset({
+    "LAUNCH_FAILED", "STOPPED", "RECONFIG_FAIL", "POWER_UP_NODE", "RESV_DEL_HOLD",
 })
 
 

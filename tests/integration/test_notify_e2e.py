@@ -178,7 +178,7 @@ def wire():
 @pytest.fixture
 def fake_slurmrestd(httpserver):
     """A slurmrestd answering GET /jobs with the recorded 22.05 answer."""
-    jobs = json.loads((FIXTURES / "v0.0.38" / "jobs.json").read_text())
+    jobs = json.loads((FIXTURES / "slurm-22.05" / "v0.0.38" / "jobs.json").read_text())
     httpserver.expect_request("/slurm/v0.0.38/jobs").respond_with_json(jobs)
     completed = [j["job_id"] for j in jobs["jobs"] if j["job_state"] == "COMPLETED"]
     return httpserver.url_for("/").rstrip("/"), completed

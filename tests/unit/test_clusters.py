@@ -49,9 +49,10 @@ def test_unknown_cluster_in_a_task_is_400(two):
 
 def test_operator_routes_take_a_cluster(two):
     client, hpc, gpu = two
-    gpu.ping = lambda: {"pings": [{"hostname": "gpu-ctl", "ping": "UP"}]}
+    gpu.raw = lambda what, job_id=None: {"pings": [{"hostname": "gpu-ctl", "ping": "UP"}]}
     body = client.get("/slurm/ping?cluster=gpu").get_json()
     assert body["cluster"] == "gpu" and body["response"]["pings"][0]["hostname"] == "gpu-ctl"
+    assert body["api_version"] == gpu.api_version
     assert client.get("/slurm/ping?cluster=nope").status_code == 404
     assert client.get("/cluster?cluster=nope").status_code == 404
 

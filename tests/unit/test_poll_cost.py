@@ -10,7 +10,7 @@ import pytest
 from app.errors import SlurmJobNotFound
 from app.notify.dispatcher import Dispatcher
 from app.poller import Poller
-from app.slurm.versions import JobInfo
+from app.slurm.versions import JobInfo, JobsSince
 from tests.conftest import FIXTURES, make_job
 from tests.helpers import PollSlurm, RecordingNotifier, add_task
 
@@ -49,9 +49,9 @@ class NoChangeSlurm(PollSlurm):
     def get_jobs_since(self, update_time):
         self.requests += 1
         if update_time is not None and not self.changed:
-            return None, update_time
+            return JobsSince(None, update_time)
         self.changed = False
-        return list(self.jobs.values()), 2
+        return JobsSince(list(self.jobs.values()), 2)
 
     changed = True
 

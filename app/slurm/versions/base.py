@@ -1,13 +1,19 @@
-"""What every slurmrestd API version has in common, and the dataclass we speak.
+"""What every slurmrestd API version has in common, and the dataclasses we speak.
 
-An adapter turns our ``JobSubmission`` into one version's submit body and that
-version's job JSON into our ``JobInfo``. Reading is tolerant (a number may be an int
-or a ``{set, infinite, number}`` struct; ``job_state`` a string or a list), so the
-version modules only declare where their *requests* differ.
+An adapter owns every shape that depends on the API version: the paths, the submit
+body and answer, a job, the job list and "no change since", ``/jobs/state``, errors
+and warnings (``status[]`` too), ping, diag, nodes, partitions and slurmdb records.
+It turns them into our own dataclasses (``JobInfo``, ``PingInfo``, ``DiagInfo``,
+``NodeInfo``, ``PartitionInfo``), so nothing outside ``app/slurm/versions`` reads
+Slurm's JSON. Reading is tolerant (a number may be an int or a ``{set, infinite,
+number}`` struct; a state a string or a list), so each version module declares only
+where its shapes differ from the one before. Adding a version is one module that
+subclasses its predecessor, plus one line in ``versions/__init__.py``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -57,6 +63,77 @@ class JobInfo:
         return data
 
 
+@dataclass(frozen=True)
+class PingInfo:
+    """One slurmctld as slurmrestd's ``/ping`` sees it."""
+    hostname: str
+    up: bool
+    primary: bool | None
+    latency: int | None             # microseconds
+    status: str | None              # why it is not up, when Slurm says
+
+
+@dataclass(frozen=True)
+class DiagInfo:
+    """slurmctld's scheduler statistics (``/diag``), the counters every version has."""
+    server_thread_count: int | None
+    agent_queue_size: int | None
+    jobs_submitted: int | None
+    jobs_started: int | None
+    jobs_completed: int | None
+    jobs_canceled: int | None
+    jobs_failed: int | None
+    jobs_pending: int | None
+    jobs_running: int | None
+    schedule_cycle_last: int | None     # microseconds
+    schedule_cycle_max: int | None
+    schedule_queue_length: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    state: str                      # base state, upper case: IDLE, MIXED, ALLOCATED, DOWN...
+    flags: tuple[str, ...]          # DRAIN, NOT_RESPONDING, ...
+    cpus: int
+    alloc_cpus: int
+    partitions: tuple[str, ...]
+    real_memory: int | None         # MB
+    alloc_memory: int | None
+
+    @property
+    def states(self) -> frozenset[str]:
+        return frozenset((self.state, *self.flags))
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    name: str
+    state: str | None               # UP, DOWN, DRAIN, INACTIVE
+    total_nodes: int | None
+    total_cpus: int | None
+    nodes: str | None               # Slurm's host list, e.g. "node[01-04]"
+
+
+@dataclass(frozen=True)
+class JobsSince:
+    """The answer to "which jobs changed since ``update_time``?".
+
+    ``jobs`` is None when slurmctld says nothing changed (HTTP 304 on v0.0.38; HTTP 200
+    with ``jobs: []`` and a warning on v0.0.40+), which is not an empty cluster.
+    ``update_time`` is what to ask from next, in slurmctld's own clock."""
+    jobs: list["JobInfo"] | None
+    update_time: int | None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def unchanged(self) -> bool:
+        return self.jobs is None
+
+
 def number(value) -> int | None:
     """An int, or the number in a ``{set, infinite, number}`` struct when set."""
     if value is None or isinstance(value, bool):
@@ -101,6 +178,33 @@ def decode_exit(value) -> tuple[int | None, int | None]:
     return None, None
 
 
+_PATH_PATTERN = re.compile(r"%(%|[jJuxAa])")
+
+
+def expand_path(pattern: str | None, job_id: int, user: str | None, name: str | None,
+                array_job_id: int | None = None, array_task_id: int | None = None) -> str | None:
+    """Slurm's filename pattern with the replacements ``sbatch`` makes that need no
+    node: ``%j``/``%J`` job id, ``%u`` user, ``%x`` job name, ``%A``/``%a`` array job
+    and task id, ``%%``. Others (``%N``, ``%t``...) are left as Slurm printed them."""
+    if not pattern or "%" not in pattern:
+        return pattern
+
+    def one(m: re.Match) -> str:
+        code = m.group(1)
+        if code == "%":
+            return "%"
+        if code in "jJ":
+            return str(job_id)
+        if code == "u":
+            return user or m.group(0)
+        if code == "x":
+            return name or m.group(0)
+        if code == "A":
+            return str(array_job_id or job_id)
+        return str(array_task_id) if array_task_id is not None else m.group(0)
+    return _PATH_PATTERN.sub(one, pattern)
+
+
 class Adapter:
     """Requests and answers of one slurmrestd API version."""
 
@@ -109,10 +213,94 @@ class Adapter:
     environment_as_list = True    # ["K=V"] (v0.0.39+) or {"K": "V"} (v0.0.38)
     numbers_as_struct = True      # {"set": true, "number": N} (v0.0.39+) or plain ints
     has_jobs_state = False        # GET /jobs/state?job_id=... (v0.0.40+)
+    jobs_state_batch = 200        # job ids per /jobs/state request (keeps the URL short)
 
+    # The fields read from each answer, checked against the OpenAPI document that a
+    # real slurmrestd serves for this version (tests/unit/test_adapters.py).
+    ping_fields: tuple[str, ...] = ("hostname", "ping", "mode")
+    node_fields: tuple[str, ...] = ("name", "state", "state_flags", "cpus", "alloc_cpus",
+                                    "partitions", "real_memory", "alloc_memory")
+    partition_fields: tuple[str, ...] = ("name", "state", "total_nodes", "total_cpus", "nodes")
+    diag_fields: tuple[str, ...] = tuple(DiagInfo.__dataclass_fields__)
+
+    # -- paths -----------------------------------------------------------------------
     @property
     def prefix(self) -> str:
         return f"/slurm/v{self.version}"
+
+    @property
+    def db_prefix(self) -> str:
+        return f"/slurmdb/v{self.version}"
+
+    @property
+    def submit_path(self) -> str:
+        return f"{self.prefix}/job/submit"
+
+    @property
+    def jobs_path(self) -> str:
+        return f"{self.prefix}/jobs"
+
+    @property
+    def jobs_state_path(self) -> str:
+        return f"{self.prefix}/jobs/state"
+
+    def job_path(self, job_id: int) -> str:
+        return f"{self.prefix}/job/{job_id}"
+
+    def db_job_path(self, job_id: int) -> str:
+        return f"{self.db_prefix}/job/{job_id}"
+
+    def jobs_state_params(self, job_ids) -> dict[str, str]:
+        return {"job_id": ",".join(str(j) for j in job_ids)}
+
+    # -- errors and warnings ---------------------------------------------------------
+    def errors(self, body: Any) -> list[dict[str, Any]]:
+        """``errors[]`` reduced to ``{code, error, description}``. v0.0.38 puts the code
+        in ``error_number`` (GET, DELETE) or ``error_code`` (submit): read both."""
+        if not isinstance(body, dict):
+            return []
+        out = []
+        for item in body.get("errors") or []:
+            if not isinstance(item, dict):
+                continue
+            code = item.get("error_number", item.get("error_code"))
+            out.append({"code": code, "error": item.get("error") or "",
+                        "description": item.get("description") or ""})
+        return out
+
+    def warnings(self, body: Any) -> list[str]:
+        """``warnings[]`` (v0.0.39+) as text."""
+        if not isinstance(body, dict):
+            return []
+        out = []
+        for item in body.get("warnings") or []:
+            if isinstance(item, dict):
+                out.append(item.get("description") or item.get("source") or str(item))
+            elif item:
+                out.append(str(item))
+        return out
+
+    # -- the job list since a time ----------------------------------------------------
+    def jobs_since(self, status: int, body: Any, asked: int | None) -> JobsSince:
+        """v0.0.38: HTTP 304 with no body means nothing changed since ``asked``;
+        otherwise every job slurmctld knows, and no ``last_update`` to ask from next,
+        so the newest time that has already happened stands in for it."""
+        if status == 304:
+            return JobsSince(None, asked)
+        jobs = self.parse_jobs(body)
+        return JobsSince(jobs, self._next_update_time(body, jobs),
+                         tuple(self.warnings(body)))
+
+    def _next_update_time(self, body: dict[str, Any], jobs: list["JobInfo"]) -> int | None:
+        stamp = self.last_update(body)
+        if stamp:
+            return stamp
+        # Only times that have happened: a running job's end_time and a pending
+        # job's start_time are Slurm's projections, possibly in the future.
+        times = [j.submit_time for j in jobs if j.submit_time]
+        times += [j.start_time for j in jobs if j.start_time and j.state != "PENDING"]
+        times += [j.end_time for j in jobs if j.end_time and j.is_terminal]
+        return int(max(times).timestamp()) - 1 if times else None
 
     def _num(self, value: int):
         return {"set": True, "infinite": False, "number": value} if self.numbers_as_struct else value
@@ -172,8 +360,8 @@ class Adapter:
             start_time=timestamp(job.get("start_time")),
             end_time=timestamp(job.get("end_time")),
             time_limit=number(job.get("time_limit")),
-            standard_output=self._stdout(job) or None,
-            standard_error=job.get("standard_error") or None,
+            standard_output=self._stdout(job),
+            standard_error=self._stderr(job),
             current_working_directory=job.get("current_working_directory") or None,
             comment=job.get("comment") or None,
             array_job_id=number(job.get("array_job_id")) or None,
@@ -214,8 +402,19 @@ class Adapter:
         """slurmctld's own time of its last job change (v0.0.40+), for ``update_time``."""
         return number(body.get("last_update"))
 
+    def _expand(self, job: dict[str, Any], pattern: str | None) -> str | None:
+        return expand_path(pattern, number(job.get("job_id")) or 0, job.get("user_name"),
+                           job.get("name"), number(job.get("array_job_id")) or None,
+                           number(job.get("array_task_id")))
+
     def _stdout(self, job: dict[str, Any]) -> str | None:
-        return job.get("standard_output")
+        """Where the job's stdout goes, with ``%j`` and friends replaced."""
+        return self._expand(job, job.get("standard_output")) or None
+
+    def _stderr(self, job: dict[str, Any]) -> str | None:
+        """Where the job's stderr goes. An empty ``standard_error`` (Slurm 25.11+, any
+        API version it serves) means "no separate file": stderr goes with stdout."""
+        return self._expand(job, job.get("standard_error")) or self._stdout(job)
 
     def parse_jobs(self, body: dict[str, Any]) -> list[JobInfo]:
         return [self.parse_job(j) for j in body.get("jobs") or []]
@@ -228,3 +427,77 @@ class Adapter:
             if job_id is not None:
                 out[job_id] = normalize_state(item.get("state"))
         return out
+
+    def parse_db_jobs(self, body: dict[str, Any]) -> list[JobInfo]:
+        """``/slurmdb/vX/job/{id}``: an unknown id is HTTP 200 with ``jobs: []``."""
+        return [self.parse_db_job(j) for j in body.get("jobs") or []]
+
+    # -- ping, diag, nodes, partitions -------------------------------------------------
+    def parse_ping(self, body: dict[str, Any]) -> list[PingInfo]:
+        """v0.0.38: ``{"hostname", "ping": "UP", "status": 0, "mode": "primary"}``;
+        v0.0.39-41 call it ``pinged``."""
+        out = []
+        for p in body.get("pings") or []:
+            said = p.get("ping", p.get("pinged"))
+            out.append(PingInfo(hostname=p.get("hostname") or "", up=said == "UP",
+                                primary=(p.get("mode") == "primary") if p.get("mode") else None,
+                                latency=number(p.get("latency")),
+                                status=None if said == "UP" else said))
+        return out
+
+    def parse_diag(self, body: dict[str, Any]) -> DiagInfo:
+        stats = body.get("statistics") or {}
+        return DiagInfo(**{name: number(stats.get(name)) for name in DiagInfo.__dataclass_fields__})
+
+    def parse_nodes(self, body: dict[str, Any]) -> list[NodeInfo]:
+        return [self.parse_node(n) for n in body.get("nodes") or []]
+
+    def parse_node(self, node: dict[str, Any]) -> NodeInfo:
+        """v0.0.38: ``state`` one lower-case string, flags in ``state_flags``;
+        ``partitions`` a list."""
+        names = _names(node.get("state")) + _names(node.get("state_flags"))
+        base = names[0] if names else "UNKNOWN"
+        return NodeInfo(name=node.get("name") or "", state=base, flags=tuple(names[1:]),
+                        cpus=number(node.get("cpus")) or 0,
+                        alloc_cpus=number(node.get("alloc_cpus")) or 0,
+                        partitions=tuple(_csv(node.get("partitions"))),
+                        real_memory=number(node.get("real_memory")),
+                        alloc_memory=number(node.get("alloc_memory")))
+
+    def parse_partitions(self, body: dict[str, Any]) -> list[PartitionInfo]:
+        return [self.parse_partition(p) for p in body.get("partitions") or []]
+
+    def parse_partition(self, part: dict[str, Any]) -> PartitionInfo:
+        """v0.0.38: ``state`` "UP", ``total_nodes``, ``total_cpus``, ``nodes`` a host
+        list. v0.0.39+ nest them: ``partition.state`` a list, ``nodes.{total,
+        configured}``, ``cpus.total``."""
+        nodes = part.get("nodes")
+        if isinstance(nodes, dict):
+            states = _names((part.get("partition") or {}).get("state"))
+            return PartitionInfo(name=part.get("name") or "",
+                                 state=states[0] if states else None,
+                                 total_nodes=number(nodes.get("total")),
+                                 total_cpus=number((part.get("cpus") or {}).get("total")),
+                                 nodes=nodes.get("configured") or None)
+        states = _names(part.get("state"))
+        return PartitionInfo(name=part.get("name") or "", state=states[0] if states else None,
+                             total_nodes=number(part.get("total_nodes")),
+                             total_cpus=number(part.get("total_cpus")), nodes=nodes or None)
+
+
+def _names(value) -> list[str]:
+    """A state as a string (``"idle"``, ``"IDLE+DRAIN"``) or a list, upper-cased."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [p.upper() for p in re.split(r"[+,\s]+", value) if p]
+    return [str(p).upper() for p in value]
+
+
+def _csv(value) -> list[str]:
+    """A list, or a comma-separated string (Slurm's ``csv_string``)."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [p for p in value.split(",") if p]
+    return [str(p) for p in value]

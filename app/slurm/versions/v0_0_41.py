@@ -1,4 +1,4 @@
-"""slurmrestd API v0.0.41 (Slurm 24.05-25.05).
+"""slurmrestd API v0.0.41 (Slurm 24.05-25.11).
 
 Differences handled: the same request and job shapes as v0.0.40 for every field we
 use; the submit answer carries ``job_id`` both at the top and in ``result``.

@@ -1,10 +1,10 @@
-"""slurmrestd API v0.0.43 (Slurm 25.05).
+"""slurmrestd API v0.0.43 (Slurm 25.05-26.11).
 
 Differences handled: job records add ``stdout_expanded``/``stderr_expanded`` with
-``%j`` and friends already replaced; we prefer them to ``standard_output``.
+``%j`` and friends already replaced by slurmctld; we prefer them to our own expansion
+of ``standard_output``/``standard_error``. An empty ``stderr_expanded`` (Slurm 25.11+,
+no separate stderr file) falls back to stdout, as in the base adapter.
 """
-from dataclasses import replace
-
 from .v0_0_42 import AdapterV0_0_42
 
 
@@ -12,10 +12,7 @@ class AdapterV0_0_43(AdapterV0_0_42):
     version = "0.0.43"
 
     def _stdout(self, job):
-        return job.get("stdout_expanded") or job.get("standard_output")
+        return job.get("stdout_expanded") or super()._stdout(job)
 
-    def parse_job(self, job):
-        info = super().parse_job(job)
-        if job.get("stderr_expanded"):
-            info = replace(info, standard_error=job["stderr_expanded"])
-        return info
+    def _stderr(self, job):
+        return job.get("stderr_expanded") or super()._stderr(job)

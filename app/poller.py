@@ -103,6 +103,46 @@ class ClusterView:
         return changed
 
 
+class Watched:
+    """One cluster's active tasks as the poller keeps them between cycles, indexed so
+    that a cycle touches only what changed."""
+
+    def __init__(self):
+        self.tasks: dict[str, dict[str, Any]] = {}       # by uuid
+        self.by_job: dict[int, set[str]] = {}            # Slurm job id -> uuids
+        self.listing: set[str] = set()       # watched through the job list on every version
+        self.submits: set[str] = set()       # unanswered submits, looked for every cycle
+        self.dirty: set[str] = set()         # new or changed elsewhere: look whatever Slurm says
+        self.missing: set[str] = set()       # Slurm did not list their job last time
+
+    def put(self, record: dict[str, Any]) -> None:
+        uuid = record["task"]["uuid"]
+        self.drop(uuid, keep_marks=True)
+        self.tasks[uuid] = record
+        job_id = record.get("slurm_job_id")
+        if job_id is not None:
+            self.by_job.setdefault(job_id, set()).add(uuid)
+        if record["slurm_job_state"] in (SUBMITTING, SUBMIT_UNKNOWN) or job_id is None:
+            self.submits.add(uuid)
+            self.listing.add(uuid)
+        elif record["task"].get("slurm", {}).get("array"):
+            self.listing.add(uuid)
+
+    def drop(self, uuid: str, keep_marks: bool = False) -> None:
+        old = self.tasks.pop(uuid, None)
+        if old is not None and old.get("slurm_job_id") is not None:
+            ids = self.by_job.get(old["slurm_job_id"])
+            if ids is not None:
+                ids.discard(uuid)
+                if not ids:
+                    del self.by_job[old["slurm_job_id"]]
+        self.listing.discard(uuid)
+        self.submits.discard(uuid)
+        if not keep_marks:
+            self.dirty.discard(uuid)
+            self.missing.discard(uuid)
+
+
 class Poller:
     def __init__(self, store, slurm, dispatcher=None, *, interval: float = 10.0,
                  lost_after: float = 600.0, slurmdb: bool = False,
@@ -118,9 +158,8 @@ class Poller:
         self.holder = holder or holder_id()
         self.views: dict[str, ClusterView] = {}
         self.last_cycle_at: datetime | None = None
-        self.tasks: dict[str, dict[str, Any]] = {}       # active tasks, by uuid
-        self.dirty: set[str] = set()                     # tasks to look at whatever Slurm says
-        self.missing: set[str] = set()                   # tasks whose job Slurm did not list
+        self.watched: dict[str, Watched] = {}            # active tasks, by cluster
+        self.cluster_of: dict[str, str] = {}             # uuid -> cluster
         self.watermark: datetime | None = None           # store changes read up to here
         self.events_fresh: dict[str, bool] = {}
         self.skew = CLOCK_SKEW
@@ -158,28 +197,48 @@ class Poller:
                 pass
         return counts
 
+    @property
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        """Every active task the poller watches, by uuid."""
+        return {u: r for w in self.watched.values() for u, r in w.tasks.items()}
+
+    def _put(self, record: dict[str, Any], dirty: bool) -> None:
+        uuid, cluster = record["task"]["uuid"], self.slurm.name_of(record)
+        if self.cluster_of.get(uuid, cluster) != cluster:
+            self._drop(uuid)
+        self.cluster_of[uuid] = cluster
+        watched = self.watched.setdefault(cluster, Watched())
+        watched.put(record)
+        if dirty:
+            watched.dirty.add(uuid)
+
+    def _drop(self, uuid: str) -> None:
+        cluster = self.cluster_of.pop(uuid, None)
+        if cluster is not None:
+            self.watched[cluster].drop(uuid)
+
     def _sync_tasks(self) -> None:
-        """Bring the in-memory active tasks up to date with the store."""
+        """Bring the in-memory active tasks up to date with the store: all of them at
+        start, then only those inserted or changed since the last cycle."""
         mark = utcnow() - timedelta(seconds=self.skew)
         if self.watermark is None:
             records = self.store.active_tasks()
-            self.tasks = {r["task"]["uuid"]: r for r in records}
-            self.dirty = set(self.tasks)
-            self.missing.clear()
+            self.watched, self.cluster_of = {}, {}
+            for record in records:
+                self._put(record, dirty=True)
             self.watermark = mark
             return
         for record in self.store.changed_since(self.watermark):
             uuid = record["task"]["uuid"]
             if not record.pop("active", True):
-                self.tasks.pop(uuid, None)
-                self.dirty.discard(uuid)
-                self.missing.discard(uuid)
+                self._drop(uuid)
                 continue
-            known = self.tasks.get(uuid)
-            if known is None or known["slurm_job_state"] != record["slurm_job_state"] \
-                    or known.get("slurm_job_id") != record.get("slurm_job_id"):
-                self.dirty.add(uuid)
-            self.tasks[uuid] = record
+            cluster = self.cluster_of.get(uuid)
+            known = self.watched[cluster].tasks.get(uuid) if cluster else None
+            if known is not None and known["slurm_job_state"] == record["slurm_job_state"] \
+                    and known.get("slurm_job_id") == record.get("slurm_job_id"):
+                continue                         # our own write, read back
+            self._put(record, dirty=True)
         self.watermark = mark
 
     def _cycle(self) -> dict[str, Any]:
@@ -192,21 +251,19 @@ class Poller:
             logger.warning("poll skipped: %s", exc.message)
             counts["errors"] += 1
             return counts
-        counts["active"] = len(self.tasks)
-        by_cluster: dict[str, list[dict[str, Any]]] = {name: [] for name in self.slurm.names}
-        for record in self.tasks.values():
-            by_cluster.setdefault(self.slurm.name_of(record), []).append(record)
+        counts["active"] = sum(len(w.tasks) for w in self.watched.values())
         now = self.clock()
-        for name, records in by_cluster.items():
+        for name in dict.fromkeys([*self.slurm.names, *self.watched]):
+            watched = self.watched.setdefault(name, Watched())
             view = self.views.setdefault(name, ClusterView(name))
-            if not self._lead(view, now):
+            if not self._lead(view, watched, now):
                 counts["standby"].append(name)
                 continue
             counts["leading"].append(name)
-            if not records:
+            if not watched.tasks:
                 continue
             try:
-                todo = self._look(view, records, counts)
+                todo = self._look(view, watched, counts)
             except SlurmProxyError as exc:
                 view.failures += 1
                 counts["slurm_ok"] = False
@@ -215,28 +272,30 @@ class Poller:
                                name, view.failures, exc.message)
                 continue
             for record, job in todo:
+                uuid = record["task"]["uuid"]
                 try:
-                    outcome = self._track(record, view, job, now)
+                    outcome = self._track(record, view, watched, job, now)
                 except SlurmProxyError as exc:
                     counts["errors"] += 1
                     logger.warning("poll: task_uuid=%s slurm_job_id=%s: %s",
-                                   record["task"]["uuid"], record.get("slurm_job_id"), exc.message)
+                                   uuid, record.get("slurm_job_id"), exc.message)
                     continue
                 except Exception:  # noqa: BLE001 - one task must not stop the others
                     counts["errors"] += 1
                     logger.exception("poll: task_uuid=%s slurm_job_id=%s failed",
-                                     record["task"]["uuid"], record.get("slurm_job_id"))
+                                     uuid, record.get("slurm_job_id"))
                     continue
                 if outcome:
                     counts[outcome] += 1
                 if record["slurm_job_state"] in FINAL_STATES:
-                    self.tasks.pop(record["task"]["uuid"], None)
-                    self.missing.discard(record["task"]["uuid"])
+                    self._drop(uuid)
+                elif outcome:
+                    self._put(record, dirty=False)        # its job id or kind may be new
         self.last_cycle_at = self.clock()
         return counts
 
     # -- leading -------------------------------------------------------------------
-    def _lead(self, view: ClusterView, now: datetime) -> bool:
+    def _lead(self, view: ClusterView, watched: Watched, now: datetime) -> bool:
         """Take or renew this cluster's lease; a new leader looks at every task once."""
         ttl = 1.5 * self.current_interval()
         try:
@@ -246,7 +305,7 @@ class Poller:
         if leading and not view.leading:
             logger.info("poller %s leads cluster %s", self.holder, view.name)
             view.update_time, view.cycles = None, 0
-            self.dirty |= {u for u, r in self.tasks.items() if self.slurm.name_of(r) == view.name}
+            watched.dirty |= set(watched.tasks)
         elif view.leading and not leading:
             logger.warning("poller %s lost the lease of cluster %s; standing by",
                            self.holder, view.name)
@@ -264,26 +323,23 @@ class Poller:
                 view.leading = False
 
     # -- asking Slurm --------------------------------------------------------------
-    def _look(self, view: ClusterView, records: list[dict[str, Any]],
+    def _look(self, view: ClusterView, watched: Watched,
               counts: dict[str, Any]) -> list[tuple[dict[str, Any], JobInfo | None]]:
         """Ask slurmrestd; return the tasks to look at, each with its job (None:
         Slurm did not list it)."""
         client = self.slurm.get(view.name)
-        watch = [r for r in records if r.get("slurm_job_id") is not None
-                 and r["slurm_job_state"] not in (SUBMITTING, SUBMIT_UNKNOWN)
-                 and not r["task"].get("slurm", {}).get("array")]
-        others = [r for r in records if r not in watch] if len(watch) != len(records) else []
+        modern = getattr(getattr(client, "adapter", None), "has_jobs_state", False) \
+            and hasattr(client, "get_job_states")
         todo: list[tuple[dict[str, Any], JobInfo | None]] = []
-        if watch and getattr(getattr(client, "adapter", None), "has_jobs_state", False) \
-                and hasattr(client, "get_job_states"):
-            todo += self._look_by_state(view, client, watch, counts)
-        else:
-            others = records
-        if others:
-            todo += self._look_by_listing(view, client, others, counts)
+        if modern:
+            watch = [r for u, r in watched.tasks.items() if u not in watched.listing]
+            if watch:
+                todo += self._look_by_state(view, client, watched, watch, counts)
+        if not modern or watched.listing:
+            todo += self._look_by_listing(view, client, watched, modern, counts)
         return todo
 
-    def _look_by_state(self, view, client, records, counts):
+    def _look_by_state(self, view, client, watched, records, counts):
         ids = sorted({r["slurm_job_id"] for r in records})
         states: dict[int, tuple[str, tuple[str, ...]]] = {}
         for i in range(0, len(ids), STATE_BATCH):
@@ -293,16 +349,15 @@ class Poller:
         todo = []
         for record in records:
             uuid, job_id = record["task"]["uuid"], record["slurm_job_id"]
-            self.dirty.discard(uuid)
+            watched.dirty.discard(uuid)
             seen = states.get(job_id)
             if seen is None:
-                self.missing.add(uuid)
                 todo.append((record, None))
                 continue
             base, flags = seen
             settled = base if (base not in TERMINAL_STATES or is_terminal(base, flags)) else None
             if settled is None or (settled == record["slurm_job_state"]
-                                   and uuid not in self.missing):
+                                   and uuid not in watched.missing):
                 continue
             try:
                 job = client.get_job(job_id)
@@ -312,17 +367,21 @@ class Poller:
             todo.append((record, job))
         return todo
 
-    def _look_by_listing(self, view, client, records, counts):
+    def _look_by_listing(self, view, client, watched, modern, counts):
         changed = view.refresh(client) or set()
         counts["slurm_requests"] += 1
+        candidates = watched.dirty | watched.missing | watched.submits
+        for job_id in changed:
+            candidates |= watched.by_job.get(job_id, set())
+        if modern:
+            candidates &= watched.listing
         todo = []
-        for record in records:
-            uuid, job_id = record["task"]["uuid"], record.get("slurm_job_id")
-            was_dirty = uuid in self.dirty
-            self.dirty.discard(uuid)
-            if not (was_dirty or uuid in self.missing or job_id in changed
-                    or record["slurm_job_state"] in (SUBMITTING, SUBMIT_UNKNOWN)):
+        for uuid in candidates:
+            record = watched.tasks.get(uuid)
+            if record is None:
                 continue
+            watched.dirty.discard(uuid)
+            job_id = record.get("slurm_job_id")
             job = view.jobs.get(job_id) if job_id is not None else None
             if record["task"].get("slurm", {}).get("array") and job_id is not None:
                 elements = view.arrays.get(job_id) or ([job] if job else [])
@@ -331,20 +390,21 @@ class Poller:
         return todo
 
     # -- one task ------------------------------------------------------------------
-    def _track(self, record: dict[str, Any], view: ClusterView, job: JobInfo | None,
-               now: datetime) -> str | None:
+    def _track(self, record: dict[str, Any], view: ClusterView, watched: Watched,
+               job: JobInfo | None, now: datetime) -> str | None:
         state = record["slurm_job_state"]
         uuid = record["task"]["uuid"]
         if state in (SUBMITTING, SUBMIT_UNKNOWN):
             return self._reconcile(record, view, now)
         if job is not None:
-            self.missing.discard(uuid)
+            watched.missing.discard(uuid)
             if record_job_state(self.store, record, job, now):
                 return "changed"
             if record.get("missing_since"):
                 self.store.set_fields(uuid, {"missing_since": None})
                 record["missing_since"] = None
             return None
+        watched.missing.add(uuid)
         return self._missing(record, view, now)
 
     def _reconcile(self, record: dict[str, Any], view: ClusterView, now: datetime) -> str | None:
@@ -373,7 +433,6 @@ class Poller:
         uuid, job_id = record["task"]["uuid"], record.get("slurm_job_id")
         if job_id is None:
             return None
-        self.missing.add(uuid)
         if self.slurmdb:
             try:
                 job = self.slurm.get(view.name).get_db_job(job_id)

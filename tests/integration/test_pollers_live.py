@@ -31,7 +31,7 @@ def wire():
 def switchable_slurmrestd(httpserver):
     """The recorded 22.05 GET /jobs answer, with the finished jobs still RUNNING until
     ``finish()``; counts requests."""
-    finished = json.loads((FIXTURES / "v0.0.38" / "jobs.json").read_text())
+    finished = json.loads((FIXTURES / "slurm-22.05" / "v0.0.38" / "jobs.json").read_text())
     running = copy.deepcopy(finished)
     ids = []
     for job in running["jobs"]:

@@ -57,7 +57,7 @@ from .watch import ClusterView, Watched, array_state  # noqa: F401 - array_state
 logger = logging.getLogger(__name__)
 
 SUBMITTING_GRACE = 60.0       # seconds a SUBMITTING record may be in flight
-STATE_BATCH = 500             # job ids per GET /jobs/state
+STATE_BATCH = 500             # job ids per GET /jobs/state, unless the adapter says
 CLOCK_SKEW = 2.0              # seconds the store's writers' clocks may disagree
 EVENTS_FRESH = 10             # intervals after the last event during which events count
 
@@ -265,8 +265,9 @@ class Poller:
     def _look_by_state(self, view, client, watched, records, counts):
         ids = sorted({r["slurm_job_id"] for r in records})
         states: dict[int, tuple[str, tuple[str, ...]]] = {}
-        for i in range(0, len(ids), STATE_BATCH):
-            states.update(client.get_job_states(ids[i:i + STATE_BATCH]))
+        batch = getattr(client.adapter, "jobs_state_batch", STATE_BATCH)
+        for i in range(0, len(ids), batch):
+            states.update(client.get_job_states(ids[i:i + batch]))
             counts["slurm_requests"] += 1
         view.failures = 0
         todo = []

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -35,10 +37,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _names_to_urls(value: Any) -> dict[str, str]:
+    """A JSON object of short names to URLs (whose secrets stay in configuration)."""
+    if isinstance(value, dict):
+        data = value
+    else:
+        try:
+            data = json.loads(value) if str(value).strip() else {}
+        except ValueError:
+            raise ValueError("not a JSON object") from None
+    if not isinstance(data, dict) or not all(
+            isinstance(k, str) and _NAME.match(k) and isinstance(v, str) and "://" in v
+            for k, v in data.items()):
+        raise ValueError('not a JSON object of names ([A-Za-z0-9_.-], up to 64) to URLs')
+    return dict(data)
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 @dataclass(frozen=True)
 class Setting:
     default: Any
     kind: Callable[[Any], Any] = str
+    secret: bool = False          # never echo the value in an error
 
 
 SETTINGS: dict[str, Setting] = {
@@ -120,6 +142,8 @@ SETTINGS: dict[str, Setting] = {
     "NOTIFICATIONS_WEBHOOK_SECRET": Setting(""),
     "NOTIFICATIONS_WEBHOOK_ALLOW_HTTP": Setting(False, _bool),
     "NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS": Setting(""),
+    # apprise: {"name": "scheme://..."}; tasks name targets, the URLs stay here
+    "NOTIFICATIONS_APPRISE_TARGETS": Setting({}, _names_to_urls, secret=True),
 }
 
 CHOICES = {"NOTIFICATIONS_SMTP_SECURITY": ("starttls", "ssl", "none"),
@@ -137,8 +161,9 @@ def load_config(environ: Mapping[str, str] | None = None,
         if key in environ:
             try:
                 config[key] = setting.kind(environ[key])
-            except ValueError:
-                problems.append(f"{key}={environ[key]!r} is not a valid {setting.kind.__name__}")
+            except ValueError as exc:
+                problems.append(f"{key}: {exc}" if setting.secret else
+                                f"{key}={environ[key]!r} is not a valid {setting.kind.__name__}")
     config.update(test_config or {})
     for key, allowed in CHOICES.items():
         if config[key] not in allowed:

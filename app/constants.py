@@ -11,6 +11,7 @@ import copy
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from .notify import registry_params
 from .slurm.states import TERMINAL_STATES
 
 DEFAULT_ENVIRONMENT = "PATH=/bin/:/usr/bin/:/sbin/"
@@ -61,18 +62,8 @@ TASK_METADATA: Mapping[str, Mapping[str, Any]] = _freeze({
             "ntasks_per_node": 1,
             "cpus_per_task": 1,
         },
-        "notification": {
-            "methods": [],
-            "params": {
-                "email": {"subject": "echo_hello_world task finished",
-                          "body": "The echo_hello_world task has finished."},
-                "gmail": {"subject": "echo_hello_world task finished",
-                          "body": "The echo_hello_world task has finished."},
-                "slack": {"msg": "The echo_hello_world task has finished."},
-                "rabbitmq": {"msg": "The echo_hello_world task has finished."},
-                "webhook": {"msg": "The echo_hello_world task has finished."},
-            },
-        },
+        # Each notifier plugin's canned words (its ``registry_defaults``).
+        "notification": {"methods": [], "params": registry_params("echo_hello_world")},
     },
 })
 
@@ -96,8 +87,6 @@ FINAL_STATES = frozenset(TERMINAL_STATES | {SUBMIT_FAILED, LOST})
 # Reported when task.notification.on is not given (the reference: "upon job completion").
 DEFAULT_NOTIFY_STATES = frozenset(TERMINAL_STATES | {LOST})
 
-NOTIFICATION_METHOD_ALIASES: Mapping[str, str] = MappingProxyType({"rabbithq": "rabbitmq"})
-NOTIFICATION_METHODS = ("email", "gmail", "slack", "rabbitmq", "webhook")
 
 
 def deep_merge(base: dict, override: Mapping) -> dict:

@@ -3,7 +3,8 @@
 - users the service never acts for (SLURM_PROXY_DENIED_USERS, default root);
 - where a task may read and write (SLURM_PROXY_ALLOWED_PATH_PREFIXES, e.g.
   ``/home/{username},/project``; empty: any absolute path);
-- who may be notified: recipient domains, Slack channels, webhook destinations.
+- who may be notified: each notifier plugin's own allow-lists (recipient domains,
+  Slack channels, webhook destinations, Apprise target names), ``notify.check_targets``.
 
 Each refusal is a 400 naming the field (or a 403 for a denied user), before anything
 is saved or submitted.
@@ -15,8 +16,8 @@ from typing import Any, Mapping
 
 from .auth import Forbidden
 from .errors import InvalidRequest
+from .notify import check_targets
 from .notify.base import csv_set
-from .notify.webhook import check_destination, networks
 
 
 def _split(text: str) -> list[str]:
@@ -44,34 +45,7 @@ def check_task(plan: Mapping[str, Any], config: Mapping[str, Any]) -> None:
         for field, path in paths.items():
             if path and not any(is_under(path, p) for p in prefixes):
                 errors[field] = [f"Outside the allowed paths ({', '.join(prefixes)})."]
-    errors.update(check_notification_targets(plan.get("notification") or {}, config))
+    errors.update(check_targets(plan.get("notification") or {}, config))
     if errors:
         raise InvalidRequest("Invalid request: " + "; ".join(
             f"{k}: {' '.join(v)}" for k, v in sorted(errors.items())), errors=errors)
-
-
-def check_notification_targets(notification: Mapping[str, Any],
-                               config: Mapping[str, Any]) -> dict[str, list[str]]:
-    errors: dict[str, list[str]] = {}
-    params = notification.get("params") or {}
-    domains = csv_set(config["NOTIFICATIONS_SMTP_ALLOWED_DOMAINS"])
-    for method in ("email", "gmail"):
-        recipients = (params.get(method) or {}).get("recipient")
-        recipients = recipients if isinstance(recipients, list) else [recipients] if recipients else []
-        bad = [r for r in recipients if domains and r.rpartition("@")[2].lower() not in domains]
-        if bad:
-            errors[f"task.notification.params.{method}.recipient"] = [
-                f"Recipient domain not allowed here: {', '.join(sorted(set(b.rpartition('@')[2] for b in bad)))}."]
-    channels = csv_set(config["NOTIFICATIONS_SLACK_ALLOWED_CHANNELS"])
-    channel = (params.get("slack") or {}).get("channel")
-    if channels and channel and channel.lower() not in channels:
-        errors["task.notification.params.slack.channel"] = ["Channel not allowed here."]
-    url = (params.get("webhook") or {}).get("url")
-    if url:
-        try:
-            check_destination(url, allow_http=config["NOTIFICATIONS_WEBHOOK_ALLOW_HTTP"],
-                              allowed_networks=networks(config["NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS"]),
-                              resolve=False)
-        except ValueError as exc:
-            errors["task.notification.params.webhook.url"] = [f"{str(exc).capitalize()}."]
-    return errors

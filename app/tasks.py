@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any, Mapping
 
-from . import constants, policy
+from . import constants, notify, policy
 from .auth import ApiKey
 from .batch import build_submission, output_paths
 from .errors import (InvalidRequest, SlurmError, SlurmJobNotFound, SlurmProxyError,
@@ -27,8 +27,6 @@ from .store import utcnow
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_NOTIFICATION_PARAMS = {"email": ("recipient",), "gmail": ("recipient",),
-                                "webhook": ("url",)}
 
 
 def plan_task(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,12 +45,7 @@ def plan_task(task: Mapping[str, Any]) -> dict[str, Any]:
     if errors:
         raise_invalid(errors)
     plan = constants.resolve_task(task)
-    missing = {
-        f"task.notification.params.{method}.{key}": ["Missing data for required field."]
-        for method in plan["notification"]["methods"]
-        for key in REQUIRED_NOTIFICATION_PARAMS.get(method, ())
-        if not plan["notification"]["params"].get(method, {}).get(key)
-    }
+    missing = notify.missing_params(plan["notification"])
     if missing:
         raise_invalid(missing)
     return plan
@@ -178,7 +171,7 @@ def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey
     key.check_user(task["username"])
     task["cluster"] = pick_cluster(services, task)
     policy.check_user(task["username"], services.config)
-    errors = policy.check_notification_targets(task.get("notification") or {}, services.config)
+    errors = notify.check_targets(task.get("notification") or {}, services.config)
     if errors:
         raise_invalid(errors)
     state = monitor.get("slurm_job_state") or "PENDING"

@@ -21,26 +21,13 @@ from typing import Any, Mapping
 
 from . import metrics
 from .constants import DEFAULT_NOTIFY_STATES, SUBMIT_UNKNOWN, SUBMITTING
+from .notify import targets
 from .errors import StoreUnavailable
 from .slurm.states import TERMINAL_STATES
 from .slurm.versions import JobInfo
 from .store import utcnow
 
 logger = logging.getLogger(__name__)
-
-
-def targets(method: str, params: Mapping[str, Any]) -> list[str]:
-    """Who a method delivers to; one delivery per (state, method, target)."""
-    if method in ("email", "gmail"):
-        recipient = params.get("recipient")
-        return list(recipient) if isinstance(recipient, list) else [recipient] if recipient else []
-    if method == "slack":
-        return [params.get("channel") or "default"]
-    if method == "rabbitmq":
-        return [params.get("routing_key") or "default"]
-    if method == "webhook":
-        return [params["url"]] if params.get("url") else []
-    return []
 
 
 def wanted_states(record: Mapping[str, Any]) -> set[str]:

@@ -13,10 +13,28 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any, Mapping
 
+from marshmallow import Schema, fields
+
 from ..errors import NotificationError
-from ..schemas.notification import EmailParams
+from ..schemas.fields import Recipients, Text
 from . import message
 from .base import Notifier, PermanentNotificationError, csv_set
+
+
+class EmailParams(Schema):
+    sender = fields.Email()          # becomes Reply-To; From is always the server's
+    recipient = Recipients()
+    subject = Text(max_length=300)
+    body = Text(max_length=20_000, multiline=True)
+
+
+def recipients(params: Mapping[str, Any]) -> list[str]:
+    recipient = params.get("recipient")
+    return list(recipient) if isinstance(recipient, list) else [recipient] if recipient else []
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
 
 
 def build_email(event: dict[str, Any], params: Mapping[str, Any], to: str, sender: str,
@@ -36,15 +54,27 @@ def build_email(event: dict[str, Any], params: Mapping[str, Any], to: str, sende
 
 
 def check_domain(allowed: frozenset[str], address: str) -> None:
-    if allowed and address.rpartition("@")[2].lower() not in allowed:
+    if allowed and domain_of(address) not in allowed:
         raise PermanentNotificationError(
-            f"recipient domain {address.rpartition('@')[2]} is not in "
+            f"recipient domain {domain_of(address)} is not in "
             f"NOTIFICATIONS_SMTP_ALLOWED_DOMAINS")
 
 
 class EmailNotifier(Notifier):
     name = "email"
     Params = EmailParams
+    required = ("recipient",)
+    registry_defaults = {"subject": "{task} task finished", "body": "The {task} task has finished."}
+
+    @classmethod
+    def targets(cls, params):
+        return recipients(params)
+
+    @classmethod
+    def check(cls, params, config):
+        allowed = csv_set(config["NOTIFICATIONS_SMTP_ALLOWED_DOMAINS"])
+        bad = sorted({domain_of(r) for r in recipients(params)} - allowed) if allowed else []
+        return {"recipient": [f"Recipient domain not allowed here: {', '.join(bad)}."]} if bad else {}
 
     def __init__(self, host: str, port: int, security: str, username: str, password: str,
                  sender: str, allowed_domains: frozenset[str], timeout: float):

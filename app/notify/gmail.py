@@ -10,17 +10,21 @@ import base64
 import logging
 
 from ..errors import NotificationError
-from ..schemas.notification import EmailParams
 from .base import Notifier, PermanentNotificationError, csv_set
-from .email import build_email, check_domain
+from .email import EmailNotifier, build_email, check_domain
 
 logger = logging.getLogger(__name__)
 SCOPES = ["https://www.googleapis.com/auth/gmail.send"]
 
 
 class GmailNotifier(Notifier):
+    """The same settings, targets and recipient allow-list as ``email``."""
     name = "gmail"
-    Params = EmailParams
+    Params = EmailNotifier.Params
+    required = EmailNotifier.required
+    registry_defaults = EmailNotifier.registry_defaults
+    targets = EmailNotifier.targets
+    check = EmailNotifier.check
 
     def __init__(self, credentials_file: str, sender: str, allowed_domains: frozenset[str],
                  timeout: float, http=None):

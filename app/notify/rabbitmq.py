@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import json
 
+from marshmallow import Schema
+
 from ..errors import NotificationError
-from ..schemas.notification import RabbitMQParams
+from ..schemas.fields import Text
 from .base import Notifier, PermanentNotificationError
+
+
+class RabbitMQParams(Schema):
+    routing_key = Text(max_length=255)
+    msg = Text(max_length=20_000, multiline=True)
 
 
 class RabbitMQNotifier(Notifier):
     name = "rabbitmq"
+    aliases = ("rabbithq",)        # the reference README's spelling
     Params = RabbitMQParams
+    registry_defaults = {"msg": "The {task} task has finished."}
+
+    @classmethod
+    def targets(cls, params):
+        return [params.get("routing_key") or "default"]
 
     def __init__(self, url: str, exchange: str, exchange_type: str, queue: str,
                  binding_key: str, routing_key: str, timeout: float):

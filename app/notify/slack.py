@@ -2,10 +2,17 @@
 or the default one; or, without a token, the operator's incoming-webhook URL."""
 from __future__ import annotations
 
+from marshmallow import Schema
+
 from ..errors import NotificationError
-from ..schemas.notification import SlackParams
+from ..schemas.fields import Text
 from . import message
 from .base import Notifier, PermanentNotificationError, csv_set
+
+
+class SlackParams(Schema):
+    channel = Text(max_length=200)
+    msg = Text(max_length=20_000, multiline=True)
 
 PERMANENT_SLACK_ERRORS = {"channel_not_found", "not_in_channel", "is_archived",
                           "invalid_auth", "account_inactive", "token_revoked",
@@ -15,6 +22,19 @@ PERMANENT_SLACK_ERRORS = {"channel_not_found", "not_in_channel", "is_archived",
 class SlackNotifier(Notifier):
     name = "slack"
     Params = SlackParams
+    registry_defaults = {"msg": "The {task} task has finished."}
+
+    @classmethod
+    def targets(cls, params):
+        return [params.get("channel") or "default"]
+
+    @classmethod
+    def check(cls, params, config):
+        allowed = csv_set(config["NOTIFICATIONS_SLACK_ALLOWED_CHANNELS"])
+        channel = params.get("channel")
+        if allowed and channel and channel.lower() not in allowed:
+            return {"channel": ["Channel not allowed here."]}
+        return {}
 
     def __init__(self, token: str, webhook_url: str, default_channel: str, api_url: str,
                  allowed_channels: frozenset[str], timeout: float):

@@ -20,9 +20,16 @@ from urllib.parse import urlsplit
 
 import requests
 
+from marshmallow import Schema
+
 from ..errors import NotificationError
-from ..schemas.notification import WebhookParams
+from ..schemas.fields import HttpUrl, Text
 from .base import Notifier, PermanentNotificationError
+
+
+class WebhookParams(Schema):
+    url = HttpUrl()
+    msg = Text(max_length=20_000, multiline=True)
 
 SIGNATURE_HEADER = "X-Slurm-Proxy-Signature"
 
@@ -89,6 +96,26 @@ def check_destination(url: str, *, allow_http: bool, allowed_networks=(), resolv
 class WebhookNotifier(Notifier):
     name = "webhook"
     Params = WebhookParams
+    required = ("url",)
+    registry_defaults = {"msg": "The {task} task has finished."}
+
+    @classmethod
+    def targets(cls, params):
+        return [params["url"]] if params.get("url") else []
+
+    @classmethod
+    def check(cls, params, config):
+        """What the URL itself says (scheme, literal internal addresses); its name is
+        resolved and checked again when each delivery is sent."""
+        if not params.get("url"):
+            return {}
+        try:
+            check_destination(params["url"], allow_http=config["NOTIFICATIONS_WEBHOOK_ALLOW_HTTP"],
+                              allowed_networks=networks(config["NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS"]),
+                              resolve=False)
+        except ValueError as exc:
+            return {"url": [f"{str(exc).capitalize()}."]}
+        return {}
 
     def __init__(self, secret: str, allow_http: bool, timeout: float, allowed_networks=()):
         self._secret, self.allow_http, self.timeout = secret, allow_http, timeout

@@ -222,3 +222,25 @@ class WholeNumber(fields.Integer):
 
 def strict_int(minimum: int = 1, maximum: int = 1_000_000, **kwargs) -> fields.Integer:
     return WholeNumber(validate=validate.Range(min=minimum, max=maximum), **kwargs)
+
+
+class Recipients(fields.Field):
+    """One address or a list of them (at most 20)."""
+
+    _email = fields.Email()
+
+    def __init__(self, *args, **kwargs):
+        email = {"type": "string", "format": "email"}
+        super().__init__(*args, metadata={"oneOf": [
+            email, {"type": "array", "items": email, "minItems": 1, "maxItems": 20}]}, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        items = value if isinstance(value, list) else [value]
+        if not items or len(items) > 20:
+            raise ValidationError("Give one to 20 addresses.")
+        out = []
+        for item in items:
+            if not isinstance(item, str):
+                raise ValidationError("Each address must be a string.")
+            out.append(self._email.deserialize(item))
+        return out if isinstance(value, list) else out[0]

@@ -1,15 +1,15 @@
 """``task.notification``: which methods to use, and each method's own settings.
 
-Each method's ``params`` are checked by that method's schema. Secrets (SMTP password,
-Slack token, AMQP URL, webhook secret) are server configuration and never come from a
-request.
+Everything method-specific comes from the notifier plugins (``app/notify``): the
+method names and aliases, and each method's ``params`` schema. Secrets (SMTP
+password, Slack token, AMQP URL, webhook secret, Apprise URLs) are server
+configuration and never come from a request.
 """
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+from marshmallow import Schema, fields, post_load, validate
 
-from ..constants import NOTIFICATION_METHOD_ALIASES, NOTIFICATION_METHODS
-from .fields import HttpUrl, Text
+from ..notify import ALIASES, NOTIFIERS, canonical_method
 
 TERMINAL_AND_REPORTABLE_STATES = (
     "PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
@@ -17,67 +17,12 @@ TERMINAL_AND_REPORTABLE_STATES = (
     "SUBMIT_FAILED",
 )
 
+METHOD_CHOICES = tuple(cls.name for cls in NOTIFIERS) + tuple(ALIASES)
 
-class Recipients(fields.Field):
-    """One address or a list of them (at most 20)."""
-
-    _email = fields.Email()
-
-    def __init__(self, *args, **kwargs):
-        email = {"type": "string", "format": "email"}
-        super().__init__(*args, metadata={"oneOf": [
-            email, {"type": "array", "items": email, "minItems": 1, "maxItems": 20}]}, **kwargs)
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        items = value if isinstance(value, list) else [value]
-        if not items or len(items) > 20:
-            raise ValidationError("Give one to 20 addresses.")
-        out = []
-        for item in items:
-            if not isinstance(item, str):
-                raise ValidationError("Each address must be a string.")
-            out.append(self._email.deserialize(item))
-        return out if isinstance(value, list) else out[0]
-
-
-class EmailParams(Schema):
-    sender = fields.Email()          # becomes Reply-To; From is always the server's
-    recipient = Recipients()
-    subject = Text(max_length=300)
-    body = Text(max_length=20_000, multiline=True)
-
-
-class SlackParams(Schema):
-    channel = Text(max_length=200)
-    msg = Text(max_length=20_000, multiline=True)
-
-
-class RabbitMQParams(Schema):
-    routing_key = Text(max_length=255)
-    msg = Text(max_length=20_000, multiline=True)
-
-
-class WebhookParams(Schema):
-    url = HttpUrl()
-    msg = Text(max_length=20_000, multiline=True)
-
-
-METHOD_CHOICES = tuple(NOTIFICATION_METHODS) + tuple(NOTIFICATION_METHOD_ALIASES)
-
-
-def canonical_method(name: str) -> str:
-    return NOTIFICATION_METHOD_ALIASES.get(name, name)
-
-
-class ParamsSchema(Schema):
-    """Each method's own settings; ``rabbithq`` is read as ``rabbitmq``."""
-
-    email = fields.Nested(EmailParams)
-    gmail = fields.Nested(EmailParams)
-    slack = fields.Nested(SlackParams)
-    rabbitmq = fields.Nested(RabbitMQParams)
-    rabbithq = fields.Nested(RabbitMQParams)
-    webhook = fields.Nested(WebhookParams)
+# Each method's own settings, under its name and its aliases (``rabbithq``).
+ParamsSchema = Schema.from_dict(
+    {key: fields.Nested(cls.Params) for cls in NOTIFIERS for key in (cls.name, *cls.aliases)},
+    name="NotificationParams")
 
 
 class NotificationSchema(Schema):
@@ -91,7 +36,7 @@ class NotificationSchema(Schema):
 
     @post_load
     def _aliases(self, data, **kwargs):
-        """``rabbithq`` (the reference README's spelling) means ``rabbitmq``."""
+        """An alias (``rabbithq``, the reference README's spelling) means its method."""
         methods: list = []
         for method in data.get("methods", []):
             method = canonical_method(method)
@@ -99,8 +44,8 @@ class NotificationSchema(Schema):
                 methods.append(method)
         if "methods" in data:
             data["methods"] = methods
-        params = data.get("params")
-        if params and "rabbithq" in params:
-            alias = params.pop("rabbithq")
-            params.setdefault("rabbitmq", alias)
+        for alias, method in ALIASES.items():
+            params = data.get("params")
+            if params and alias in params:
+                params.setdefault(method, params.pop(alias))
         return data

@@ -7,16 +7,17 @@ arrived. Exceptions leave this module as ``SlurmError`` subclasses only.
 """
 from __future__ import annotations
 
+import json as json_module
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import jwt
-import requests
-from requests.adapters import HTTPAdapter
+import urllib3
 from urllib3.util.retry import Retry
 
 from .. import metrics
@@ -94,71 +95,86 @@ class TokenSource:
 
 
 class Transport:
+    """One urllib3 connection pool per process (after a fork too: gunicorn workers
+    never share sockets). urllib3 directly, not ``requests``: a third of the proxy's
+    CPU per submit went to ``requests``' session merging and request preparation
+    (bench/submit.py), for one call whose shape never changes."""
+
     def __init__(self, base_url: str, auth: SlurmAuth, *, connect_timeout: float = 3.05,
                  read_timeout: float = 30.0):
         self.base_url = base_url.rstrip("/")
         self.tokens = TokenSource(auth)
         self.timeout = (connect_timeout, read_timeout)
-        self._session: requests.Session | None = None
+        self._urllib3_timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._retries = Retry(**RETRY)
+        self._pool: urllib3.PoolManager | None = None
         self._pid = None
         self._lock = threading.Lock()
 
     @property
-    def session(self) -> requests.Session:
+    def pool(self) -> urllib3.PoolManager:
         # Created lazily, and again after a fork (gunicorn workers): never shared.
-        if self._session is None or self._pid != os.getpid():
+        if self._pool is None or self._pid != os.getpid():
             with self._lock:
-                if self._session is None or self._pid != os.getpid():
-                    session = requests.Session()
-                    # slurmrestd is a peer on the cluster network: an HTTP(S)_PROXY meant
-                    # for outbound traffic must not capture it (and reading the proxy
-                    # settings from the environment costs ~0.4 ms per request).
-                    session.trust_env = False
-                    adapter = HTTPAdapter(max_retries=Retry(**RETRY), pool_maxsize=32)
-                    session.mount("http://", adapter)
-                    session.mount("https://", adapter)
-                    self._session, self._pid = session, os.getpid()
-        return self._session
+                if self._pool is None or self._pid != os.getpid():
+                    # No proxy settings are read from the environment: slurmrestd is a
+                    # peer on the cluster network, and HTTP(S)_PROXY is for the outside.
+                    self._pool = urllib3.PoolManager(maxsize=32, block=False,
+                                                     retries=self._retries,
+                                                     timeout=self._urllib3_timeout)
+                    self._pid = os.getpid()
+        return self._pool
 
     def request(self, method: str, path: str, *, user: str | None = None,
                 json: Any = None, params: dict | None = None) -> Response:
         url = self.base_url + path
+        if params:
+            url += "?" + urlencode(params, safe=",")
         headers = self.tokens.headers(user)
+        body = None
+        if json is not None:
+            body = json_module.dumps(json).encode()
+            headers["Content-Type"] = "application/json"
         started = time.monotonic()
         outcome = "error"
         try:
-            resp = self.session.request(method, url, json=json, params=params,
-                                        headers=headers, timeout=self.timeout)
-            outcome = f"{resp.status_code // 100}xx"
-        except requests.exceptions.ConnectTimeout:
-            raise SlurmUnavailable(f"slurmrestd at {self.base_url} did not accept a "
-                                   f"connection within {self.timeout[0]} s.") from None
-        except requests.exceptions.ReadTimeout:
-            raise SlurmTimeout(f"slurmrestd at {self.base_url} did not answer "
-                               f"{method} {path} within {self.timeout[1]} s.") from None
-        except requests.exceptions.ConnectionError as exc:
-            if _never_connected(exc):
-                raise SlurmUnavailable(f"slurmrestd at {self.base_url} is not reachable "
-                                       f"(connection refused or no route).") from None
-            raise SlurmTimeout(f"The connection to slurmrestd at {self.base_url} broke "
-                               f"during {method} {path}.") from None
-        except requests.exceptions.RequestException as exc:
-            raise SlurmUnavailable(f"Request to slurmrestd failed: "
-                                   f"{exc.__class__.__name__}.") from None
+            resp = self.pool.request(method, url, body=body, headers=headers,
+                                     redirect=False)
+            outcome = f"{resp.status // 100}xx"
+        except urllib3.exceptions.MaxRetryError as exc:
+            raise self._failure(exc.reason, method, path) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._failure(exc, method, path) from None
         finally:
             metrics.SLURM_REQUESTS.labels(method, outcome).inc()
             metrics.SLURM_SECONDS.labels(method).observe(time.monotonic() - started)
         elapsed_ms = (time.monotonic() - started) * 1000
-        logger.debug("slurmrestd %s %s -> %s in %.1f ms", method, path, resp.status_code, elapsed_ms)
-        ctype = resp.headers.get("Content-Type", "")
-        if "json" in ctype:
+        logger.debug("slurmrestd %s %s -> %s in %.1f ms", method, path, resp.status, elapsed_ms)
+        data = resp.data
+        if "json" in (resp.headers.get("Content-Type") or ""):
             try:
-                body = resp.json()
+                return Response(resp.status, json_module.loads(data))
             except ValueError:
-                body = resp.text
-        else:
-            body = resp.text
-        return Response(resp.status_code, body)
+                pass
+        return Response(resp.status, data.decode("utf-8", errors="replace"))
+
+    def _failure(self, exc, method: str, path: str) -> Exception:
+        """What a failed request means for the caller: never reached slurmrestd
+        (unavailable), or reached it and got no answer in time (timeout: a submit
+        may have happened)."""
+        if isinstance(exc, urllib3.exceptions.NewConnectionError) or _never_connected(exc):
+            return SlurmUnavailable(f"slurmrestd at {self.base_url} is not reachable "
+                                    f"(connection refused or no route).")
+        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+            return SlurmUnavailable(f"slurmrestd at {self.base_url} did not accept a "
+                                    f"connection within {self.timeout[0]} s.")
+        if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+            return SlurmTimeout(f"slurmrestd at {self.base_url} did not answer "
+                                f"{method} {path} within {self.timeout[1]} s.")
+        if isinstance(exc, (urllib3.exceptions.ProtocolError, OSError)):
+            return SlurmTimeout(f"The connection to slurmrestd at {self.base_url} broke "
+                                f"during {method} {path}.")
+        return SlurmUnavailable(f"Request to slurmrestd failed: {exc.__class__.__name__}.")
 
 
 def _never_connected(exc: Exception) -> bool:

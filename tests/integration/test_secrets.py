@@ -22,6 +22,7 @@ SECRETS = {
 }
 HS256_KEY = b"hs256-key-SECRET-2-0123456789abcdef"
 RABBIT_PASSWORD = "amqp-SECRET-6"
+APPRISE_PASSWORD = "apprise-SECRET-7"
 
 
 def test_no_secret_leaks_anywhere(httpserver, smtp, caplog, capsys):
@@ -42,6 +43,8 @@ def test_no_secret_leaks_anywhere(httpserver, smtp, caplog, capsys):
               "NOTIFICATIONS_WEBHOOK_ALLOW_HTTP": True,
               "NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
               "NOTIFICATIONS_RABBITMQ_URL": f"amqp://proxy:{RABBIT_PASSWORD}@127.0.0.1:{free_port()}/%2F",
+              "NOTIFICATIONS_APPRISE_TARGETS": {
+                  "lab": f"json://bot:{APPRISE_PASSWORD}@127.0.0.1:{httpserver.port}/hook"},
               "NOTIFICATIONS_TIMEOUT": 2.0, "NOTIFICATIONS_MAX_ATTEMPTS": 1}
     keys, plain = make_keys(admin=("*", ROLES))
     store = MemoryTaskStore()
@@ -50,9 +53,10 @@ def test_no_secret_leaks_anywhere(httpserver, smtp, caplog, capsys):
     bodies = []
 
     task = hello_task()
-    task["notification"] = {"methods": ["email", "slack", "rabbitmq", "webhook"], "params": {
+    task["notification"] = {"methods": ["email", "slack", "rabbitmq", "webhook", "apprise"],
+                            "params": {
         "email": {"recipient": "someone@example.org"}, "slack": {"channel": "#jobs"},
-        "webhook": {"url": httpserver.url_for("/hook")}}}
+        "webhook": {"url": httpserver.url_for("/hook")}, "apprise": {"targets": ["lab"]}}}
     resp = client.post("/submit", json={"task": task})
     assert resp.status_code == 502 and "Authentication to slurmrestd failed" in resp.get_json()["message"]
     bodies.append(resp.get_data(as_text=True))
@@ -72,7 +76,8 @@ def test_no_secret_leaks_anywhere(httpserver, smtp, caplog, capsys):
          "created_at": store.get(finished["uuid"])["created_at"], "last_error": None, "sent_at": None}
         for i, (m, t) in enumerate([("email", "someone@example.org"), ("slack", "#jobs"),
                                     ("rabbitmq", "default"),
-                                    ("webhook", httpserver.url_for("/hook"))])])
+                                    ("webhook", httpserver.url_for("/hook")),
+                                    ("apprise", "lab")])])
     poller = build_poller(load_config({}, config), store=store,
                           slurm=app.extensions["slurm_proxy"].slurm)
     poller.dispatcher.run_once()
@@ -91,7 +96,7 @@ def test_no_secret_leaks_anywhere(httpserver, smtp, caplog, capsys):
                           json.dumps(store.get(task["uuid"]), default=str),
                           json.dumps(record, default=str)])
     assert "last_error" in json.dumps(record, default=str)           # errors were recorded
-    for secret in [*SECRETS.values(), RABBIT_PASSWORD, HS256_KEY.decode(),
+    for secret in [*SECRETS.values(), RABBIT_PASSWORD, APPRISE_PASSWORD, HS256_KEY.decode(),
                    base64.b64encode(HS256_KEY).decode(), plain["admin"]]:
         assert secret not in haystack, f"{secret} leaked"
     # the minted and the configured tokens never appear either

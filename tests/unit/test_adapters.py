@@ -1,4 +1,5 @@
-"""Every adapter against real recorded slurmrestd answers, replayed with `responses`.
+"""Every adapter against real recorded slurmrestd answers, replayed over HTTP by a
+local server (pytest-httpserver) standing in for slurmrestd.
 
 The recordings are in tests/fixtures/slurmrestd/<release>/<version>/, each with an
 index.json of method, path, request body and status per kind:
@@ -19,7 +20,7 @@ from functools import lru_cache
 
 import jwt
 import pytest
-import responses
+from werkzeug import Response as WerkzeugResponse
 
 from app.batch import build_submission
 from app.config import SlurmAuth
@@ -71,9 +72,49 @@ class Recorded:
         return version_key(self.version) >= (0, 0, 40)
 
 
+SERVER = [BASE]      # where make_client's transport goes: the replaying server, once up
+
+
 def make_client(version: str) -> SlurmClient:
     auth = SlurmAuth("key", "slurm", key=KEY, lifespan=600)
-    return SlurmClient(Transport(BASE, auth), version)
+    return SlurmClient(Transport(SERVER[0], auth, read_timeout=5), version)
+
+
+class Call:
+    """One request the replaying server received."""
+
+    def __init__(self, request):
+        self.request = request
+        request.body = request.get_data()
+        request.params = request.args
+
+
+class Replay:
+    """Serves recorded answers at the paths slurmrestd would (``BASE + path``)."""
+
+    def __init__(self, httpserver):
+        self.server = httpserver
+
+    def _path(self, url: str) -> str:
+        assert url.startswith(BASE), url
+        return url[len(BASE):]
+
+    def add(self, method, url, *, body=b"", status=200, content_type=None, json=None):
+        if json is not None:
+            body, content_type = __import__("json").dumps(json), "application/json"
+        self.server.expect_oneshot_request(self._path(url), method=method).respond_with_response(
+            WerkzeugResponse(body, status=status, content_type=content_type or None))
+
+    def add_callback(self, method, url, *, callback):
+        def handler(request):
+            request.params = request.args
+            status, headers, body = callback(request)
+            return WerkzeugResponse(body, status=status, headers=headers)
+        self.server.expect_request(self._path(url), method=method).respond_with_handler(handler)
+
+    @property
+    def calls(self) -> list[Call]:
+        return [Call(request) for request, _ in self.server.log]
 
 
 @pytest.fixture(params=RECORDINGS, ids=[f"{r}/v{v}" for r, v in RECORDINGS])
@@ -82,9 +123,14 @@ def rec(request):
 
 
 @pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
-        yield mock
+def rsps(httpserver):
+    """The recorded answers, each served once; every one must have been asked for."""
+    SERVER[0] = httpserver.url_for("").rstrip("/")
+    replay = Replay(httpserver)
+    yield replay
+    SERVER[0] = BASE
+    httpserver.check_assertions()
+    assert not httpserver.oneshot_handlers, "a recorded answer was never asked for"
 
 
 # -- coverage of the recordings --------------------------------------------------------
@@ -346,7 +392,7 @@ def test_a_change_since_lists_every_job_and_the_time_to_ask_next(rec, rsps):
         assert newest - 1 <= answer.update_time <= max(j["end_time"] for j in rec.body(kind)["jobs"])
 
 
-def test_job_states_of_just_our_jobs(rec):
+def test_job_states_of_just_our_jobs(rec, rsps):
     if not rec.modern:
         assert not rec.adapter.has_jobs_state
         with pytest.raises(SlurmError):
@@ -370,9 +416,8 @@ def test_job_states_of_just_our_jobs(rec):
         picked = [j for j in body["jobs"] if j["job_id"] in asked]
         return 200, {"Content-Type": "application/json"}, json.dumps({**body, "jobs": picked})
 
-    with responses.RequestsMock() as mock:
-        mock.add_callback("GET", BASE + f"/slurm/v{rec.version}/jobs/state", callback=answer)
-        got = client.get_job_states(ids)
+    rsps.add_callback("GET", BASE + f"/slurm/v{rec.version}/jobs/state", callback=answer)
+    got = client.get_job_states(ids)
     assert [len(s) for s in seen] == [2, 2, 1]
     assert set(got) == set(ids)
 
@@ -527,7 +572,7 @@ def test_token_mode_sends_the_service_token_acting_as_the_user(rsps):
     rec = Recorded("slurm-22.05", "0.0.38")
     rec.serve(rsps, "submit")
     auth = SlurmAuth("token", "slurm", token="service-token-123")
-    SlurmClient(Transport(BASE, auth), "0.0.38").submit(build_submission(_plan()), user="someone")
+    SlurmClient(Transport(SERVER[0], auth), "0.0.38").submit(build_submission(_plan()), user="someone")
     headers = rsps.calls[0].request.headers
     assert headers["X-SLURM-USER-NAME"] == "someone"
     assert headers["X-SLURM-USER-TOKEN"] == "service-token-123"

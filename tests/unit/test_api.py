@@ -1,7 +1,6 @@
 """The HTTP contract with a fake Slurm: records, failures, duplicates, lookups."""
 from __future__ import annotations
 
-import copy
 import threading
 
 import bson
@@ -261,9 +260,3 @@ def test_openapi_document_lists_the_contract(client):
                  "/monitor/slurm_job_id/{slurm_job_id}", "/slurm/ping"):
         assert path in spec["paths"], path
 
-
-def test_request_task_is_not_mutated(client):
-    task = hello_task()
-    original = copy.deepcopy(task)
-    submit(client, task)
-    assert task == original

@@ -4,9 +4,11 @@ operator endpoints /readyz and the JSON log format."""
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import json
 import logging
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -72,18 +74,40 @@ def test_compose_services():
     assert "authSource=admin" in proxy["environment"]["MONGODB_URI"]
 
 
-def test_supervisord_programs_rotate_their_logs():
+def _size(text: str) -> int:
+    units = {"KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}
+    for unit, factor in units.items():
+        if text.upper().endswith(unit):
+            return int(text[:-len(unit)]) * factor
+    return int(text)
+
+
+def test_supervisord_runs_both_programs_bounds_their_logs_and_stops_them_gracefully():
+    """The promises an operator relies on, whatever the literal values: the web
+    server and the poller each restart when they die; their logs cannot fill the disk;
+    and on stop, supervisord waits longer than gunicorn's graceful timeout, so requests
+    in flight finish instead of being killed."""
     config = configparser.RawConfigParser()
     config.read(ROOT / "docker" / "supervisord.conf")
     programs = {s.split(":", 1)[1]: config[s] for s in config.sections() if s.startswith("program:")}
     assert set(programs) == {"web", "poller"}
-    assert "gunicorn" in programs["web"]["command"]
-    assert programs["poller"]["command"] == "python -m app.poller"
-    for program in programs.values():
-        assert program["autorestart"] == "true" and program["stopsignal"] == "TERM"
+    web = programs["web"]["command"].split()
+    assert web[0] == "gunicorn" and web[-1] == "wsgi:app" and (ROOT / "wsgi.py").exists()
+    assert (ROOT / web[web.index("-c") + 1]).exists()
+    module = programs["poller"]["command"].split()[-1]
+    assert programs["poller"]["command"].split()[:2] == ["python", "-m"]
+    assert importlib.util.find_spec(module) is not None
+    gunicorn = runpy.run_path(str(ROOT / "docker" / "gunicorn.conf.py"))
+    total = 0
+    for name, program in programs.items():
+        assert program.getboolean("autorestart"), name
+        assert program["stopsignal"] in ("TERM", "INT"), name
+        assert int(program["stopwaitsecs"]) > gunicorn["graceful_timeout"], name
         for stream in ("stdout", "stderr"):
-            assert program[f"{stream}_logfile_maxbytes"] == "10MB"
-            assert program[f"{stream}_logfile_backups"] == "5"
+            backups = int(program[f"{stream}_logfile_backups"])
+            assert 1 <= backups <= 20, name
+            total += _size(program[f"{stream}_logfile_maxbytes"]) * (backups + 1)
+    assert 0 < total <= 2 * 1024 ** 3, "the programs' logs may grow past 2 GB"
 
 
 def test_readyz_says_which_part_is_not_ready(app, store, fake_slurm):

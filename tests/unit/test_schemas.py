@@ -34,7 +34,7 @@ BAD = [
     ("slurm.time", -1, "task.slurm.time"),
     ("slurm.time", 525601, "task.slurm.time"),
     ("slurm.time", "123456", "task.slurm.time"),
-    ("slurm.time", "1:2:3:4", "task.slurm.time"),
+    ("slurm.time", "ten minutes", "task.slurm.time"),
     ("slurm.time", [5], "task.slurm.time"),
     ("slurm.partition", "a b", "task.slurm.partition"),
     ("slurm.job_name", "x\n#SBATCH --uid=0", "task.slurm.job_name"),

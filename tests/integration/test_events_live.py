@@ -50,10 +50,17 @@ def port_free(port: int) -> bool:
 
 
 class Served:
-    """The app served over real HTTP on ``port`` in a thread."""
+    """The app served over real HTTP on ``port`` in a thread; counts event posts."""
 
     def __init__(self, app, port):
-        self.server = make_server("127.0.0.1", port, app, threaded=True)
+        self.events: list[float] = []
+
+        def counting(environ, start_response):
+            if environ.get("PATH_INFO") == "/events/slurm/jobcomp":
+                self.events.append(time.monotonic())
+            return app(environ, start_response)
+
+        self.server = make_server("127.0.0.1", port, counting, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -70,7 +77,7 @@ def test_a_jobs_end_arrives_as_an_event_and_its_mail_before_the_next_poll(workdi
     url = urlsplit(location)
     if url.hostname not in ("127.0.0.1", "localhost") or not port_free(url.port):
         pytest.skip(f"JobCompLoc's port {url.port} is in use (scripts/start.sh's service?)")
-    interval = 300.0                           # the poll after the first is 5 min away
+    interval = 1800.0                          # the poll after the first is 30 min away
     config = {**notify_config(smtp_port=smtp.port), **slurm_config(),
               "SLURM_CLUSTER_NAME": unquote(url.username),
               "SLURM_EVENT_SECRET": unquote(url.password),
@@ -89,9 +96,22 @@ def test_a_jobs_end_arrives_as_an_event_and_its_mail_before_the_next_poll(workdi
         task["notification"] = {"methods": ["email"], "params": {"email": MAIL}}
         resp = client.post("/submit", json={"task": task})
         assert resp.status_code == 200, resp.get_json()
-        # slurmctld's plugin starts sending ~30 s after slurmctld starts (DESIGN.md §8).
-        until(lambda: smtp.inbox.messages, timeout=75, step=0.02)
+        submitted = time.monotonic()
+        # slurmctld's plugin starts sending ~30 s after slurmctld starts (DESIGN.md §8),
+        # and sends first what it queued while nothing listened on JobCompLoc: wait as
+        # long as events keep coming (a backlog draining), up to 4 minutes.
+        while not smtp.inbox.messages:
+            now = time.monotonic()
+            last = served.events[-1] if served.events else submitted
+            if now - submitted > 240 or (now - submitted > 75 and now - last > 15):
+                break
+            time.sleep(0.02)
         mail_at = time.time()
+        if not smtp.inbox.messages:
+            if served.events and time.monotonic() - served.events[-1] < 15:
+                pytest.skip(f"slurmctld is still sending a backlog ({len(served.events)} events "
+                            f"in 4 min) queued while nothing answered on JobCompLoc")
+            raise AssertionError(f"no mail; {len(served.events)} events arrived")
         record = services.store.get(task["uuid"])
     finally:
         stop.set()

@@ -15,7 +15,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 
-from .access import register_access_control, register_docs, register_rate_limits
+from .access import register_access_control, register_docs
 from .auth import key_store_from_config
 from .config import load_config, slurm_auth_from_config
 from .errors import register_error_handlers
@@ -100,8 +100,12 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
         cluster_cache=ClusterCache(config["SLURM_PROXY_CLUSTER_CACHE_SECONDS"]))
     from .blueprints import health
     health.instrument(app)
+    if config["SLURM_PROXY_TRUSTED_PROXIES"]:
+        # The client's address (for the per-address limit) from X-Forwarded-For, as
+        # set by that many reverse proxies in front; never trusted otherwise.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config["SLURM_PROXY_TRUSTED_PROXIES"])
     register_access_control(app, keys, config)
-    register_rate_limits(app, config)
     register_docs(app)
 
     api = Api(app)

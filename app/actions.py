@@ -101,7 +101,7 @@ def wait_for_task(services: Services, lookup: dict[str, Any], key: ApiKey,
 # -- cancel ----------------------------------------------------------------------
 def cancel_task(services: Services, record: dict[str, Any], key: ApiKey) -> dict[str, Any]:
     uuid, state = record["task"]["uuid"], record["slurm_job_state"]
-    key.check_user(record["task"]["username"])
+    key.check_owner(record)
     if state in constants.FINAL_STATES:
         raise TaskFinished(f"Task {uuid} has already finished ({state}); nothing to cancel.")
     job_id = record.get("slurm_job_id")
@@ -118,7 +118,8 @@ def cancel_task(services: Services, record: dict[str, Any], key: ApiKey) -> dict
     logger.info("cancel requested task_uuid=%s slurm_job_id=%s", uuid, job_id)
     try:                  # record what Slurm says now; the poller records the final word
         if not record["task"].get("slurm", {}).get("array"):
-            record_job_state(services.store, record, slurm.get_job(job_id))
+            record_job_state(services.store, record,
+                             slurm.get_job(job_id, user=record["task"]["username"]))
     except SlurmProxyError:
         pass
     current = services.store.get(uuid) or record
@@ -132,7 +133,7 @@ def cancel_by_uuid(services: Services, uuid: str, key: ApiKey) -> dict[str, Any]
 
 def cancel_by_job_id(services: Services, job_id: int, key: ApiKey,
                      cluster: str | None = None) -> dict[str, Any]:
-    return cancel_task(services, record_by_job_id(services, job_id, cluster), key)
+    return cancel_task(services, record_by_job_id(services, job_id, key, cluster), key)
 
 
 # -- resubmit --------------------------------------------------------------------
@@ -141,7 +142,7 @@ def resubmit_task(services: Services, uuid: str, overrides: Mapping[str, Any],
                   key: ApiKey) -> dict[str, Any]:
     """A new task from an old one's stored plan with ``overrides`` merged over it."""
     old = record_by_uuid(services, uuid)
-    key.check_user(old["task"]["username"])
+    key.check_owner(old)
     task = copy.deepcopy(old["task"])
     entry = constants.TASK_METADATA.get(task.get("name"), {})
     if not entry.get("allows_cmd", True):
@@ -167,7 +168,7 @@ def read_output(services: Services, uuid: str, key: ApiKey, stream: str,
     owns it."""
     record = record_by_uuid(services, uuid)
     user = record["task"]["username"]
-    key.check_user(user)
+    key.check_owner(record)
     prefixes = [p.strip().replace("{username}", user)
                 for p in services.config["SLURM_PROXY_OUTPUT_PREFIXES"].split(",") if p.strip()]
     if not prefixes:

@@ -62,6 +62,14 @@ class ApiKey:
         if not self.may_act_for(user):
             raise Forbidden(f"API key {self.name!r} may not act for user {user!r}.")
 
+    def check_owner(self, record) -> None:
+        """For a stored task: Forbidden unless the key may act for its user, whom the
+        answer names to an admin key only (a uuid or job id must not tell who owns it)."""
+        user = record["task"]["username"]
+        if not self.may_act_for(user):
+            who = f"user {user!r}" if self.has_role("admin") else "a user it does not act for"
+            raise Forbidden(f"API key {self.name!r} may not act for this task: it belongs to {who}.")
+
 
 # What a request runs as when authentication is explicitly off (loopback only).
 ANONYMOUS = ApiKey("-", "authentication off", ("*",), frozenset(ROLES))

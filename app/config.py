@@ -101,6 +101,8 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_PROXY_PUBLIC_DOCS": Setting(False, _bool),
     "SLURM_PROXY_RATE_LIMIT": Setting("20/second;600/minute"),
     "SLURM_PROXY_RATE_LIMIT_STORAGE": Setting(""),
+    "SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT": Setting("5/second;60/minute"),
+    "SLURM_PROXY_TRUSTED_PROXIES": Setting(0, int),
     "SLURM_PROXY_ALLOWED_PATH_PREFIXES": Setting(""),
     "SLURM_PROXY_DENIED_USERS": Setting("root"),
     "SLURM_PROXY_MAX_WAIT": Setting(60, int),
@@ -178,6 +180,15 @@ def load_config(environ: Mapping[str, str] | None = None,
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             problems.append(f"NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS: {cidr!r} is not a network")
+    for key in ("SLURM_PROXY_RATE_LIMIT", "SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT"):
+        if config[key].strip():
+            from limits import parse_many
+            try:
+                parse_many(config[key])
+            except ValueError:
+                problems.append(f"{key}={config[key]!r} is not a rate limit (e.g. 5/second;60/minute)")
+    if config["SLURM_PROXY_TRUSTED_PROXIES"] < 0:
+        problems.append("SLURM_PROXY_TRUSTED_PROXIES must be 0 or more")
     if config["SLURM_POLL_INTERVAL"] <= 0:
         problems.append("SLURM_POLL_INTERVAL must be positive")
     if config["SLURM_POLL_INTERVAL_WITH_EVENTS"] < config["SLURM_POLL_INTERVAL"]:

@@ -20,10 +20,11 @@ class SlurmProxyError(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, *, errors=None):
+    def __init__(self, message: str, *, errors=None, headers=None):
         super().__init__(message)
         self.message = message
         self.errors = errors if errors is not None else {}
+        self.headers = headers or {}
 
 
 class InvalidRequest(SlurmProxyError):
@@ -43,6 +44,18 @@ class TaskNotFound(SlurmProxyError):
 class DuplicateTask(SlurmProxyError):
     status = 409
     code = "duplicate_uuid"
+
+
+class JobAlreadyTracked(SlurmProxyError):
+    """An active task already holds this Slurm job id on this cluster."""
+
+    status = 409
+    code = "job_already_tracked"
+
+
+class TooManyRequests(SlurmProxyError):
+    status = 429
+    code = "rate_limited"
 
 
 class StoreUnavailable(SlurmProxyError):
@@ -147,7 +160,9 @@ def register_error_handlers(app: Flask) -> None:
     def _proxy_error(exc: SlurmProxyError):
         if exc.status >= 500:
             logger.warning("%s: %s", exc.code, exc.message)
-        headers = {"WWW-Authenticate": 'Bearer realm="slurm-proxy"'} if exc.status == 401 else None
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="slurm-proxy"'
         return error_response(exc.status, exc.code, exc.message, exc.errors, headers)
 
     @app.errorhandler(ValidationError)

@@ -13,9 +13,17 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from .errors import DuplicateTask
+from .errors import DuplicateTask, JobAlreadyTracked
 from .store import (ACTIVE_PROJECTION, DUE_STATUSES, SUMMARY_PROJECTION, duplicate_message,
-                    is_active, utcnow)
+                    holder, is_active, job_tracked_message, utcnow)
+
+
+def _active_job(doc: dict[str, Any]):
+    """The (cluster, job id) an active task holds, as the unique index keys it."""
+    job_id = doc.get("slurm_job_id")
+    if not is_active(doc["slurm_job_state"]) or not isinstance(job_id, int) or job_id <= 0:
+        return None
+    return (doc["task"].get("cluster"), job_id)
 
 
 def _copy(value: Any) -> Any:
@@ -58,6 +66,8 @@ class MemoryTaskStore:
         self._beats: dict[str, dict[str, Any]] = {}
         self._leases: dict[str, dict[str, Any]] = {}
         self._changes: list[tuple[datetime, str]] = []     # (updated_at, uuid), in order
+        self._active_jobs: dict[tuple, str] = {}     # (cluster, job id) -> uuid
+        self._job_of: dict[str, tuple] = {}          # uuid -> (cluster, job id)
 
     def ping(self) -> None:
         return None
@@ -68,6 +78,12 @@ class MemoryTaskStore:
         if job_id is not None and uuid not in self._by_job.setdefault(job_id, []):
             self._by_job[job_id].append(uuid)
         (self._active.add if is_active(doc["slurm_job_state"]) else self._active.discard)(uuid)
+        old, new = self._job_of.pop(uuid, None), _active_job(doc)
+        if old is not None and self._active_jobs.get(old) == uuid:
+            del self._active_jobs[old]
+        if new is not None:
+            self._active_jobs[new] = uuid
+            self._job_of[uuid] = new
         due = any(d["status"] in DUE_STATUSES for d in doc.get("deliveries", ()))
         (self._with_outbox.add if due else self._with_outbox.discard)(uuid)
 
@@ -77,6 +93,7 @@ class MemoryTaskStore:
         with self._lock:
             if uuid in self._docs:
                 raise DuplicateTask(duplicate_message(uuid))
+            self._check_job_free(record, uuid)
             doc = _copy(record)
             doc.pop("_id", None)
             self._docs[uuid] = doc
@@ -91,6 +108,7 @@ class MemoryTaskStore:
             doc = self._docs.get(uuid)
             if doc is None or (expected is not None and doc["slurm_job_state"] != expected):
                 return False
+            self._check_job_free({**doc, **(fields or {}), "slurm_job_state": state}, uuid)
             doc.update(_copy(fields or {}))
             doc["slurm_job_state"] = state
             doc["updated_at"] = now
@@ -117,14 +135,32 @@ class MemoryTaskStore:
             doc = self._docs.get(uuid)
             return _copy(doc) if doc is not None else None
 
-    def get_by_job_id(self, job_id: int, cluster: str | None = None) -> dict[str, Any] | None:
+    def _check_job_free(self, doc: dict[str, Any], uuid: str) -> None:
+        """The unique index of TaskStore: one active task per (cluster, job id)."""
+        key = _active_job(doc)
+        if key is not None and self._active_jobs.get(key, uuid) != uuid:
+            raise JobAlreadyTracked(job_tracked_message(key[1]))
+
+    def _job_docs(self, job_id: int, cluster: str | None) -> list[dict[str, Any]]:
+        return [self._docs[u] for u in self._by_job.get(job_id, ())
+                if self._docs[u].get("slurm_job_id") == job_id
+                and (cluster is None or self._docs[u]["task"].get("cluster") == cluster)]
+
+    def get_by_job_id(self, job_id: int, cluster: str | None = None, *,
+                      usernames=None) -> dict[str, Any] | None:
         with self._lock:
-            docs = [self._docs[u] for u in self._by_job.get(job_id, ())
-                    if self._docs[u].get("slurm_job_id") == job_id
-                    and (cluster is None or self._docs[u]["task"].get("cluster") == cluster)]
+            docs = [d for d in self._job_docs(job_id, cluster)
+                    if usernames is None or d["task"]["username"] in usernames]
             if not docs:
                 return None
-            return _copy(max(docs, key=lambda d: d["created_at"]))
+            return _copy(max(docs, key=lambda d: (is_active(d["slurm_job_state"]),
+                                                          d["created_at"])))
+
+    def job_holders(self, job_id: int, cluster: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            docs = sorted(self._job_docs(job_id, cluster), key=lambda d: d["created_at"],
+                          reverse=True)
+            return [holder(d) for d in docs]
 
     def list_tasks(self, *, usernames=None, state=None, name=None, since=None, until=None,
                    after=None, limit: int = 50) -> list[dict[str, Any]]:

@@ -33,6 +33,10 @@ POLL_SECONDS = Histogram("slurm_proxy_poll_cycle_seconds", "Duration of one poll
                          buckets=LATENCY_BUCKETS)
 POLL_CYCLES = Counter("slurm_proxy_poll_cycles", "Poll cycles by outcome", ["outcome"])
 STATE_CHANGES = Counter("slurm_proxy_state_changes", "Task state changes saved", ["state"])
+AUTH_FAILURES = Counter("slurm_proxy_auth_failures", "Requests refused for a missing or "
+                        "invalid API key", ["reason"])
+ADDRESS_LIMITED = Counter("slurm_proxy_unauthenticated_limited", "Requests without a valid "
+                          "key refused (429) by the per-address limit")
 DELIVERIES = Counter("slurm_proxy_deliveries", "Notification attempts by method and outcome",
                      ["method", "outcome"])
 

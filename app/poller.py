@@ -51,7 +51,7 @@ from .errors import SlurmJobNotFound, SlurmProxyError, StoreUnavailable
 from .slurm.states import TERMINAL_STATES, is_terminal
 from .slurm.versions import JobInfo
 from .store import utcnow
-from .tracking import change_state, job_facts, record_job_state, settled_state
+from .tracking import change_state, is_owners_job, job_facts, record_job_state, settled_state
 from .watch import ClusterView, Watched, array_state  # noqa: F401 - array_state: API
 
 logger = logging.getLogger(__name__)
@@ -320,6 +320,9 @@ class Poller:
         uuid = record["task"]["uuid"]
         if state in (SUBMITTING, SUBMIT_UNKNOWN):
             return self._reconcile(record, view, now)
+        if job is not None and not is_owners_job(record, job):
+            # Another user's job under this id: never recorded or reported to this task.
+            job = None
         if job is not None:
             watched.missing.discard(uuid)
             if record_job_state(self.store, record, job, now):
@@ -338,6 +341,8 @@ class Poller:
         if record["slurm_job_state"] == SUBMITTING and age < SUBMITTING_GRACE:
             return None                              # a submit still in flight
         job = view.by_comment.get(f"slurm-proxy:{uuid}")
+        if job is not None and not is_owners_job(record, job):
+            job = None                  # anyone may write any comment on their own job
         if job is not None:
             state = settled_state(job) or "RUNNING"          # still completing
             changed = change_state(self.store, record, state,
@@ -362,7 +367,7 @@ class Poller:
                 job = self.slurm.get(view.name).get_db_job(job_id)
             except SlurmJobNotFound:
                 job = None
-            if job is not None and job.is_terminal:
+            if job is not None and job.is_terminal and is_owners_job(record, job):
                 return "changed" if record_job_state(self.store, record, job, now) else None
         since = record.get("missing_since")
         if since is None:

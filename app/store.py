@@ -17,10 +17,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
 import pymongo
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from .constants import FINAL_STATES
-from .errors import DuplicateTask, StoreUnavailable
+from .errors import DuplicateTask, JobAlreadyTracked, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,25 @@ def is_active(state: str) -> bool:
 
 def duplicate_message(uuid: str) -> str:
     return f"A task with uuid {uuid} already exists; use a new uuid (nothing was submitted)."
+
+
+def job_tracked_message(job_id: int) -> str:
+    return f"Slurm job {job_id} is already tracked by an active task on this cluster."
+
+
+# At most one *active* task per Slurm job id per cluster (job ids repeat only when a
+# cluster is rebuilt, and then the older task is no longer active).
+ACTIVE_JOB_INDEX = dict(name="active_job_unique", unique=True,
+                        partialFilterExpression={"active": True, "slurm_job_id": {"$gt": 0}})
+HOLDER_PROJECTION = {"_id": False, "task.uuid": True, "task.username": True,
+                     "slurm_job_state": True, "created_at": True, "active": True}
+
+
+def holder(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a job-id conflict check needs to know of a task holding that job id."""
+    return {"uuid": doc["task"]["uuid"], "username": doc["task"].get("username"),
+            "state": doc["slurm_job_state"], "created_at": doc["created_at"],
+            "active": bool(doc.get("active", is_active(doc["slurm_job_state"])))}
 
 
 class TaskStore:
@@ -106,6 +125,15 @@ class TaskStore:
                        name="created")
         c.create_index([("deliveries.status", pymongo.ASCENDING),
                         ("deliveries.next_at", pymongo.ASCENDING)], name="deliveries_due")
+        try:
+            c.create_index([("task.cluster", pymongo.ASCENDING), ("slurm_job_id", pymongo.ASCENDING)],
+                           **ACTIVE_JOB_INDEX)
+        except OperationFailure as exc:
+            # Records from before this index may hold a job id twice; the service still
+            # checks before it inserts, and the poller retires the stale holders.
+            logger.error("could not create the index %s (%s): two active tasks share a "
+                         "Slurm job id; they are retired as the poller finds them",
+                         ACTIVE_JOB_INDEX["name"], exc.code)
         self._indexed = True
 
     def ping(self) -> None:
@@ -119,7 +147,11 @@ class TaskStore:
             with self._op("save the task"):
                 self.collection.insert_one(doc)
         except DuplicateKeyError:
-            raise DuplicateTask(duplicate_message(record["task"]["uuid"])) from None
+            record.pop("_id", None)
+            # Which unique index refused it? (mongomock's error does not say.)
+            if self.get(record["task"]["uuid"]) is not None:
+                raise DuplicateTask(duplicate_message(record["task"]["uuid"])) from None
+            raise JobAlreadyTracked(job_tracked_message(record["slurm_job_id"])) from None
         record.pop("_id", None)
 
     def update_state(self, uuid: str, *, state: str, expected: str | None = None,
@@ -139,8 +171,12 @@ class TaskStore:
             push["deliveries"] = {"$each": deliveries}
         update = {"$set": {"slurm_job_state": state, "active": is_active(state),
                            "updated_at": now, **(fields or {})}, "$push": push}
-        with self._op("update the task"):
-            return self.collection.update_one(query, update).modified_count == 1
+        try:
+            with self._op("update the task"):
+                return self.collection.update_one(query, update).modified_count == 1
+        except DuplicateKeyError:
+            # Another active task holds the job id this update would give this one.
+            raise JobAlreadyTracked(job_tracked_message((fields or {}).get("slurm_job_id"))) from None
 
     def set_fields(self, uuid: str, fields: dict[str, Any], *,
                    expected: str | None = None) -> bool:
@@ -154,17 +190,33 @@ class TaskStore:
         with self._op("read the task"):
             return self.collection.find_one({"task.uuid": uuid}, {"_id": False, "active": False})
 
-    def get_by_job_id(self, job_id: int, cluster: str | None = None) -> dict[str, Any] | None:
-        """The newest task for a Slurm job id on a cluster (ids repeat if a cluster is
-        rebuilt, and between clusters)."""
+    def get_by_job_id(self, job_id: int, cluster: str | None = None, *,
+                      usernames: Iterable[str] | None = None) -> dict[str, Any] | None:
+        """The task for a Slurm job id on a cluster: the active one, else the newest (ids
+        repeat if a cluster is rebuilt, and between clusters). With ``usernames``, only
+        among those users' tasks, so another user's record can never hide yours."""
+        query: dict[str, Any] = {"slurm_job_id": job_id}
+        if cluster is not None:
+            query["task.cluster"] = cluster
+        if usernames is not None:
+            query["task.username"] = {"$in": list(usernames)}
+        with self._op("read the task"):
+            docs = list(self.collection.find(query,
+                                             {"_id": False, "active": False})
+                        .sort([("active", pymongo.DESCENDING), ("created_at", pymongo.DESCENDING)])
+                        .limit(1))
+        return docs[0] if docs else None
+
+    def job_holders(self, job_id: int, cluster: str | None = None) -> list[dict[str, Any]]:
+        """Every task recorded with this job id on this cluster, newest first:
+        ``{uuid, username, state, created_at, active}`` each."""
         query: dict[str, Any] = {"slurm_job_id": job_id}
         if cluster is not None:
             query["task.cluster"] = cluster
         with self._op("read the task"):
-            docs = list(self.collection.find(query,
-                                             {"_id": False, "active": False})
-                        .sort("created_at", pymongo.DESCENDING).limit(1))
-        return docs[0] if docs else None
+            docs = list(self.collection.find(query, HOLDER_PROJECTION)
+                        .sort("created_at", pymongo.DESCENDING).limit(100))
+        return [holder(d) for d in docs]
 
     def list_tasks(self, *, usernames: list[str] | None = None, state: str | None = None,
                    name: str | None = None, since: datetime | None = None,

@@ -14,15 +14,16 @@ import time
 from typing import Any, Mapping
 
 from . import constants, notify, policy
-from .auth import ApiKey
+from .auth import ApiKey, Forbidden
 from .batch import build_submission, output_paths
-from .errors import (InvalidRequest, SlurmError, SlurmJobNotFound, SlurmProxyError,
-                     SlurmTimeout, StoreUnavailable, TaskNotFound)
+from .errors import (InvalidRequest, JobAlreadyTracked, SlurmError, SlurmJobNotFound,
+                     SlurmProxyError, SlurmTimeout, StoreUnavailable, TaskNotFound)
 from marshmallow import ValidationError
 
 from .schemas.fields import canonical_uuid
 from .services import Services
-from .tracking import change_state, initial_deliveries, record_job_state
+from .tracking import (change_state, initial_deliveries, is_owners_job, record_job_state,
+                       release_job_id)
 from .store import utcnow
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def resolve_dependency(services: Services, dependency: str, key: ApiKey) -> str:
         if record is None or record.get("slurm_job_id") is None:
             raise_invalid({"task.slurm.dependency": [
                 f"Task {match.group(0)} is unknown here or has no Slurm job."]})
-        key.check_user(record["task"]["username"])
+        key.check_owner(record)
         return str(record["slurm_job_id"])
 
     return _UUID_IN_DEPENDENCY.sub(job_id_of, dependency)
@@ -147,6 +148,12 @@ def _save_submitted(services: Services, record: dict[str, Any], job_id: int,
         try:
             change_state(services.store, record, "PENDING", fields=fields)
             return
+        except JobAlreadyTracked:
+            # Slurm has just given this id to our job: another active task holding it
+            # is about an older job (a rebuilt cluster). Retire it, then save ours.
+            record = services.store.get(uuid) or {}
+            release_job_id(services.store, (record.get("task") or {}).get("cluster"), job_id,
+                           keep_uuid=uuid)
         except StoreUnavailable:
             time.sleep(0.2 * (attempt + 1))
     logger.error("task_uuid=%s slurm_job_id=%s queued in Slurm but the record still says "
@@ -167,6 +174,9 @@ def _record_failure(services: Services, record: dict[str, Any], state: str,
 
 
 def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey) -> dict[str, Any]:
+    """Watch a job submitted elsewhere. Only a job of the task's own user (read from
+    Slurm, or slurmdb when on): another user's job is 403, an unknown one 404, and a
+    job another task already tracks 409."""
     task = dict(monitor["task"])
     key.check_user(task["username"])
     task["cluster"] = pick_cluster(services, task)
@@ -174,14 +184,69 @@ def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey
     errors = notify.check_targets(task.get("notification") or {}, services.config)
     if errors:
         raise_invalid(errors)
+    job_id = monitor["slurm_job_id"]
+    job = read_job_to_register(services, task["cluster"], job_id)
+    if job.user_name != task["username"]:
+        logger.warning("refused to monitor slurm_job_id=%s for user %s: the job is another "
+                       "user's (key %s)", job_id, task["username"], key.name)
+        owner = (f"user {job.user_name!r}" if key.has_role("admin") and job.user_name
+                 else "another user")
+        raise Forbidden(f"Slurm job {job_id} belongs to {owner}, not to {task['username']!r}: "
+                        f"a task may only watch its own user's jobs. Nothing was recorded.")
+    refuse_if_tracked(services, task["cluster"], job, key)
     state = monitor.get("slurm_job_state") or "PENDING"
-    record = new_record(task, state=state, source="monitor", job_id=monitor["slurm_job_id"])
+    record = new_record(task, state=state, source="monitor", job_id=job_id)
     initial_deliveries(record)
-    services.store.insert(record)
+    try:
+        services.store.insert(record)
+    except JobAlreadyTracked:                   # another worker registered it just now
+        refuse_if_tracked(services, task["cluster"], job, key)
+        raise
     logger.info("monitoring task_uuid=%s slurm_job_id=%s state=%s",
-                task["uuid"], monitor["slurm_job_id"], state)
+                task["uuid"], job_id, state)
     record.pop("_id", None)
     return record
+
+
+def read_job_to_register(services: Services, cluster: str, job_id: int):
+    """The job as Slurm (or slurmdb, when on) knows it, read with the service's own
+    identity: the one view in which another user's job is not simply invisible."""
+    slurm = services.slurm.get(cluster)
+    try:
+        return slurm.get_job(job_id)
+    except SlurmJobNotFound:
+        if not services.config["SLURM_SLURMDB"]:
+            raise SlurmJobNotFound(f"Slurm does not know job {job_id} on cluster {cluster}; "
+                                   f"nothing was recorded.") from None
+    try:
+        return slurm.get_db_job(job_id)
+    except SlurmJobNotFound:
+        raise SlurmJobNotFound(f"Neither Slurm nor slurmdb knows job {job_id} on cluster "
+                               f"{cluster}; nothing was recorded.") from None
+
+
+# A task recorded up to this long before Slurm's submit time of a job is about that job
+# (a submit through this service saves its record just before Slurm takes the job;
+# this also allows for clocks that differ).
+SAME_JOB_SLACK_SECONDS = 300
+
+
+def refuse_if_tracked(services: Services, cluster: str, job, key: ApiKey) -> None:
+    """409 if a task already tracks this job: an active task with its id, or one made
+    for it since it was submitted. Active holders that are not the owner's (made before
+    ownership was checked) are retired instead of blocking the owner."""
+    release_job_id(services.store, cluster, job.job_id, owner=job.user_name)
+    for other in services.store.job_holders(job.job_id, cluster):
+        same_job = other["active"] or job.submit_time is None or (
+            (job.submit_time - other["created_at"]).total_seconds() <= SAME_JOB_SLACK_SECONDS)
+        if not same_job or other["username"] != job.user_name:
+            continue
+        if key.may_act_for(other["username"]):
+            raise JobAlreadyTracked(f"Slurm job {job.job_id} is already tracked by task "
+                                    f"{other['uuid']}; nothing was recorded.",
+                                    errors={"task_uuid": other["uuid"]})
+        raise JobAlreadyTracked(f"Slurm job {job.job_id} is already tracked by another task; "
+                                f"nothing was recorded.")
 
 
 def record_by_uuid(services: Services, uuid: str) -> dict[str, Any]:
@@ -195,26 +260,35 @@ def record_by_uuid(services: Services, uuid: str) -> dict[str, Any]:
     return record
 
 
-def record_by_job_id(services: Services, job_id: int, cluster: str | None = None) -> dict[str, Any]:
-    """The newest task with this job id on ``cluster`` (default: the first), or 404."""
+def record_by_job_id(services: Services, job_id: int, key: ApiKey,
+                     cluster: str | None = None) -> dict[str, Any]:
+    """The task with this job id on ``cluster`` (default: the first) among those the key
+    may see: the active one, else the newest. So another user's record, however new,
+    never hides yours. 403 if only other users' tasks have it, 404 if none."""
     cluster = cluster or services.slurm.default
     services.slurm.get(cluster)                         # 404 for an unknown cluster
-    record = services.store.get_by_job_id(job_id, cluster) if 0 < job_id < 2**32 else None
-    if record is None:
+    if not 0 < job_id < 2**32:
         raise TaskNotFound(f"No task record for Slurm job {job_id} on cluster {cluster}.")
-    return record
+    usernames = None if "*" in key.users else list(key.users)
+    record = services.store.get_by_job_id(job_id, cluster, usernames=usernames)
+    if record is not None:
+        return record
+    if usernames is not None and services.store.get_by_job_id(job_id, cluster) is not None:
+        raise Forbidden(f"API key {key.name!r} may not see the task of Slurm job {job_id}: "
+                        f"it belongs to a user the key does not act for.")
+    raise TaskNotFound(f"No task record for Slurm job {job_id} on cluster {cluster}.")
 
 
 def lookup_by_uuid(services: Services, uuid: str, key: ApiKey) -> dict[str, Any]:
     record = record_by_uuid(services, uuid)
-    key.check_user(record["task"]["username"])
+    key.check_owner(record)
     return with_live_state(services, record)
 
 
 def lookup_by_job_id(services: Services, job_id: int, key: ApiKey,
                      cluster: str | None = None) -> dict[str, Any]:
-    record = record_by_job_id(services, job_id, cluster)
-    key.check_user(record["task"]["username"])
+    record = record_by_job_id(services, job_id, key, cluster)
+    key.check_owner(record)
     return with_live_state(services, record)
 
 
@@ -223,8 +297,10 @@ def with_live_state(services: Services, record: dict[str, Any]) -> dict[str, Any
     if job_id is None:
         return {"monitor": record, "slurm": None, "slurm_error": {
             "code": "no_job", "message": f"The task has no Slurm job ({record['slurm_job_state']})."}}
+    user = record["task"]["username"]
     try:
-        job = services.slurm.get(services.slurm.name_of(record)).get_job(job_id)
+        # As the task's user, so that Slurm's own PrivateData applies.
+        job = services.slurm.get(services.slurm.name_of(record)).get_job(job_id, user=user)
     except SlurmJobNotFound:
         return {"monitor": record, "slurm": None, "slurm_error": {
             "code": "slurm_job_not_found",
@@ -233,6 +309,11 @@ def with_live_state(services: Services, record: dict[str, Any]) -> dict[str, Any
     except SlurmError as exc:
         return {"monitor": record, "slurm": None,
                 "slurm_error": {"code": exc.code, "message": exc.message}}
+    if not is_owners_job(record, job):
+        return {"monitor": record, "slurm": None, "slurm_error": {
+            "code": "slurm_job_not_owned",
+            "message": f"Slurm job {job_id} is not a job of user {user!r} (its id may have "
+                       f"been reused); the stored record is the last word."}}
     # An array's state is its elements' together, which the poller records.
     if not record["task"].get("slurm", {}).get("array") and record_job_state(services.store, record, job):
         record = services.store.get(record["task"]["uuid"]) or record

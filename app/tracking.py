@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from . import metrics
-from .constants import DEFAULT_NOTIFY_STATES, SUBMIT_UNKNOWN, SUBMITTING
+from .constants import DEFAULT_NOTIFY_STATES, LOST, SUBMIT_UNKNOWN, SUBMITTING
+from .errors import JobAlreadyTracked, StoreUnavailable
 from .notify import targets
-from .errors import StoreUnavailable
 from .slurm.states import TERMINAL_STATES
 from .slurm.versions import JobInfo
 from .store import utcnow
@@ -94,8 +94,18 @@ def change_state(store, record: Mapping[str, Any], state: str, *,
     fields = dict(fields or {})
     if reported:
         fields["notified_states"] = list(record.get("notified_states") or ()) + reported
-    changed = store.update_state(uuid, state=state, expected=old, fields=fields, note=note,
-                                 deliveries=deliveries)
+    try:
+        changed = store.update_state(uuid, state=state, expected=old, fields=fields, note=note,
+                                     deliveries=deliveries)
+    except JobAlreadyTracked:
+        job_id = fields.get("slurm_job_id")
+        if job_id is None:
+            raise
+        # Slurm has just given this job id to this task's job: whoever else holds it
+        # is about an older job that is gone (a rebuilt cluster).
+        release_job_id(store, record["task"].get("cluster"), job_id, keep_uuid=uuid)
+        changed = store.update_state(uuid, state=state, expected=old, fields=fields, note=note,
+                                     deliveries=deliveries)
     if changed:
         if isinstance(record, dict):
             record.update(fields)
@@ -106,6 +116,36 @@ def change_state(store, record: Mapping[str, Any], state: str, *,
                     f" ({note})" if note else "",
                     f", {len(deliveries)} notification(s) queued" if deliveries else "")
     return changed
+
+
+def is_owners_job(record: Mapping[str, Any], job: JobInfo) -> bool:
+    """Whether ``job`` belongs to the task's user. A task is only ever about its own
+    user's job: a job id reused for someone else's job (a rebuilt cluster), or a
+    record made before ownership was checked, must never show or report another
+    user's job. A job that does not say its user (a test double) is not refused."""
+    return job.user_name is None or job.user_name == record["task"].get("username")
+
+
+def release_job_id(store, cluster: str | None, job_id: int, *, keep_uuid: str | None = None,
+                   owner: str | None = None) -> int:
+    """Retire (as LOST) the active tasks holding ``job_id`` on ``cluster`` that are not
+    about the job Slurm has under that id now: all but ``keep_uuid``, or, with
+    ``owner``, those whose user is not the job's owner. Returns how many."""
+    released = 0
+    for other in store.job_holders(job_id, cluster):
+        if not other["active"] or other["uuid"] == keep_uuid:
+            continue
+        if owner is not None and other["username"] == owner:
+            continue
+        record = store.get(other["uuid"])
+        if record is None:
+            continue
+        note = (f"Slurm job {job_id} is not this task's job (it belongs to another user or "
+                f"the id was reused); this task no longer tracks it")
+        if change_state(store, record, LOST, note=note, fields={"state_reason": "JobIdReused"}):
+            released += 1
+            logger.warning("task_uuid=%s slurm_job_id=%s released: %s", other["uuid"], job_id, note)
+    return released
 
 
 def job_facts(job: JobInfo) -> dict[str, Any]:
@@ -130,6 +170,10 @@ def record_job_state(store, record: dict[str, Any], job: JobInfo,
     this call changed the record."""
     state = settled_state(job)
     if state is None or state == record["slurm_job_state"]:
+        return False
+    if not is_owners_job(record, job):
+        logger.warning("not recording job %s for task_uuid=%s: the job is another user's",
+                       job.job_id, record["task"]["uuid"])
         return False
     try:
         return change_state(store, record, state, fields=job_facts(job), now=now)

@@ -9,7 +9,9 @@
 #
 # Must run as root. It follows DESIGN.md §5: munge, slurmctld, slurmd and slurmrestd
 # (as an unprivileged user, JWT auth) on 127.0.0.1, a partition "hpcz-test" (the name
-# the reference README's examples use) and an ordinary user "someone" to submit as.
+# the reference README's examples use) and an ordinary user "someone" to submit as,
+# plus a second one, "eve", for the tests that prove one user never sees another's
+# jobs (PrivateData=jobs: Slurm itself hides other users' jobs from each user).
 # It writes /etc/slurm/slurm.conf only if none exists or the one there is its own.
 set -euo pipefail
 
@@ -19,6 +21,7 @@ CONF=/etc/slurm/slurm.conf
 JWT_KEY=/etc/slurm/jwt_hs256.key
 REST_USER=slurmrest
 DEV_USER=${DEV_CLUSTER_USER:-someone}
+OTHER_USER=${DEV_CLUSTER_OTHER_USER:-eve}
 REST_ADDR=${DEV_CLUSTER_REST_ADDR:-127.0.0.1:6820}
 MARK="# written by slurm-proxy scripts/dev-cluster.sh"
 PACKAGES=(slurm-wlm slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin munge
@@ -48,6 +51,7 @@ install_packages() {
 ensure_users() {
     id "$REST_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$REST_USER"
     id "$DEV_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$DEV_USER"
+    id "$OTHER_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$OTHER_USER"
 }
 
 write_config() {

@@ -65,6 +65,13 @@ class FakeSlurmClient:
         self.lock = threading.Lock()
         self.submit_delay: threading.Event | None = None
         self.cancelled: list[tuple] = []
+        self.reads: list[tuple] = []          # (job id, user) of each get_job
+        self.db_jobs: dict[int, JobInfo] = {}
+
+    def get_db_job(self, job_id):
+        if job_id not in self.db_jobs:
+            raise SlurmJobNotFound(f"slurmdb has no job {job_id}.")
+        return self.db_jobs[job_id]
 
     def submit(self, sub, user):
         if self.submit_delay is not None:
@@ -94,7 +101,8 @@ class FakeSlurmClient:
             raise SlurmJobFinished("already finished")
         self.jobs[job_id] = replace(job, state="CANCELLED", state_flags=("COMPLETING",))
 
-    def get_job(self, job_id):
+    def get_job(self, job_id, user=None):
+        self.reads.append((job_id, user))
         if job_id not in self.jobs:
             raise SlurmJobNotFound(f"Slurm does not know job {job_id}.")
         return self.jobs[job_id]

@@ -38,9 +38,11 @@ ERROR_RESPONSES = {
     400: "Invalid request; `errors` names each bad field.",
     401: "No API key, or an invalid or revoked one.",
     403: "The key may not act for this user, or lacks the role.",
-    429: "Too many requests for this key; see Retry-After.",
-    404: "No such task.",
-    409: "A task with this uuid exists already, or the task has already finished.",
+    429: "Too many requests for this key (or, without a valid key, from this address); "
+         "see Retry-After.",
+    404: "No such task (or, registering a job, no such Slurm job).",
+    409: "A task with this uuid exists already, the job is tracked by another task, or the "
+         "task has already finished.",
     413: "Request body too large.",
     502: "slurmrestd refused the request; `errors.slurm_errors` says why.",
     503: "slurmrestd or MongoDB not reachable; the message says which.",

@@ -31,9 +31,11 @@ class LookupSchema(Schema):
 @blp.route("/monitor", methods=["POST"], strict_slashes=False)
 @blp.arguments(MonitorSchema())
 @blp.response(200, MonitorRecordSchema)
-@document_errors(blp, 400, 409, 413, 503)
+@document_errors(blp, 400, 404, 409, 413, 502, 503, 504)
 def register(body):
-    """Monitor a job submitted outside this service."""
+    """Monitor a job submitted outside this service: a job of the task's own user only
+    (403 otherwise), that Slurm knows (404 otherwise), and that no task tracks yet (409,
+    naming the task when the key may see it)."""
     return {"monitor": register_monitor(get_services(), body["monitor"], current_key())}
 
 
@@ -80,7 +82,8 @@ def by_uuid(args, task_uuid):
 @blp.response(200, LookupSchema)
 @document_errors(blp, 400, 404, 503)
 def by_job_id(args, slurm_job_id):
-    """The stored record of the task with this Slurm job id (on ``cluster``), with its
+    """The stored record of the task with this Slurm job id (on ``cluster``), among the
+    tasks of the users this key acts for (the active one, else the newest), with its
     live job."""
     return _maybe_wait(lookup_by_job_id(get_services(), slurm_job_id, current_key(),
                                         args.get("cluster")), args)

@@ -46,11 +46,22 @@ def elapsed_text(seconds) -> str:
     return f"{days}-{text}" if days else text
 
 
+def task_label(event: Mapping[str, Any]) -> str:
+    """What to call the task: its name, or for a job registered with POST /monitor
+    (which has none) its Slurm job."""
+    name = event["task"].get("name")
+    if name:
+        return name
+    return f"job {event['slurm_job_id']}" if event.get("slurm_job_id") is not None else "task"
+
+
 def subject(event: Mapping[str, Any], params: Mapping[str, Any]) -> str:
     if params.get("subject"):
         return params["subject"]
-    return (f"[slurm-proxy] {event['task']['name']} {event['state']} "
-            f"(job {event['slurm_job_id']})")
+    if not event["task"].get("name") and event.get("slurm_job_id") is not None:
+        return f"[slurm-proxy] job {event['slurm_job_id']} {event['state']}"
+    return f"[slurm-proxy] {task_label(event)} {event['state']}" + (
+        f" (job {event['slurm_job_id']})" if event.get("slurm_job_id") is not None else "")
 
 
 def facts_text(event: Mapping[str, Any]) -> str:
@@ -58,7 +69,7 @@ def facts_text(event: Mapping[str, Any]) -> str:
     if event["signal"]:
         exit_text += f" (signal {event['signal']})"
     rows = [
-        ("Task", f"{event['task']['name']} ({event['task']['uuid']})"),
+        ("Task", f"{task_label(event)} ({event['task']['uuid']})"),
         ("User", event["task"]["username"]),
         ("Slurm job", event["slurm_job_id"]),
         ("State", event["state"] + (f" ({event['state_reason']})"

@@ -7,6 +7,11 @@ recomputes it over the raw body, compares in constant time (``verify`` below), r
 a ``t`` older than a few minutes (replays), and drops a delivery id it has seen.
 URLs must be https unless NOTIFICATIONS_WEBHOOK_ALLOW_HTTP is set, and must not reach
 internal addresses unless NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS lists them (no SSRF).
+
+The host is resolved once per send; every address it resolves to is checked, and the
+connection goes to those checked addresses (pinned for that request), with TLS still
+verified against the URL's hostname (SNI and certificate). There is no second
+resolution for a DNS rebinding to slip into.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import time
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from marshmallow import Schema
 
@@ -57,13 +63,15 @@ def networks(text: str) -> tuple:
     return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in text.split(",") if c.strip())
 
 
-def check_destination(url: str, *, allow_http: bool, allowed_networks=(), resolve: bool) -> None:
+def check_destination(url: str, *, allow_http: bool, allowed_networks=(), resolve: bool,
+                      resolver=socket.getaddrinfo) -> list:
     """Refuse URLs that are not https, or that point at loopback, link-local, private
     or other internal addresses (SSRF), unless an operator allowed those networks.
 
     At submit time (``resolve=False``) only what the URL itself says is checked; at
-    send time the host is resolved and every address it resolves to is checked.
-    Raises ValueError saying why."""
+    send time the host is resolved (once, with ``resolver``) and every address it
+    resolves to is checked. Raises ValueError saying why; returns the checked
+    addresses, in the resolver's order (the ones a sender may connect to)."""
     parts = urlsplit(url)
     if parts.scheme != "https" and not (allow_http and parts.scheme == "http"):
         raise ValueError("webhook URLs must be https")
@@ -79,7 +87,7 @@ def check_destination(url: str, *, allow_http: bool, allowed_networks=(), resolv
             addresses = [ipaddress.ip_address("127.0.0.1")]
         elif resolve:
             try:
-                infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+                infos = resolver(host, parts.port or 443, proto=socket.IPPROTO_TCP)
             except OSError:
                 raise ValueError(f"webhook host {host} does not resolve") from None
             addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
@@ -91,6 +99,7 @@ def check_destination(url: str, *, allow_http: bool, allowed_networks=(), resolv
         if not address.is_global or address.is_multicast:
             raise ValueError(f"webhook host {host} is an internal address ({address}); "
                              f"an operator may allow it in NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS")
+    return list(dict.fromkeys(addresses))
 
 
 class WebhookNotifier(Notifier):
@@ -117,11 +126,12 @@ class WebhookNotifier(Notifier):
             return {"url": [f"{str(exc).capitalize()}."]}
         return {}
 
-    def __init__(self, secret: str, allow_http: bool, timeout: float, allowed_networks=()):
+    def __init__(self, secret: str, allow_http: bool, timeout: float, allowed_networks=(), *,
+                 resolver=socket.getaddrinfo, ca_certs: str | None = None):
         self._secret, self.allow_http, self.timeout = secret, allow_http, timeout
         self.allowed_networks = tuple(allowed_networks)
-        self._session = requests.Session()
-        self._session.trust_env = False
+        self.resolver = resolver
+        self.ca_certs = ca_certs or requests.certs.where()
 
     @classmethod
     def from_config(cls, config):
@@ -133,22 +143,64 @@ class WebhookNotifier(Notifier):
 
     def send(self, event, params, target, delivery_id):
         try:
-            check_destination(target, allow_http=self.allow_http,
-                              allowed_networks=self.allowed_networks, resolve=True)
+            addresses = check_destination(target, allow_http=self.allow_http,
+                                          allowed_networks=self.allowed_networks, resolve=True,
+                                          resolver=self.resolver)
         except ValueError as exc:
             raise PermanentNotificationError(str(exc)) from None
         body = json.dumps(event, sort_keys=True, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "slurm-proxy",
                    "X-Slurm-Proxy-Delivery": delivery_id, "X-Slurm-Proxy-Event": event["state"],
                    SIGNATURE_HEADER: sign(self._secret, int(time.time()), body)}
-        try:
-            resp = self._session.post(target, data=body, headers=headers,
-                                      timeout=(3.05, self.timeout), allow_redirects=False)
-        except requests.RequestException as exc:
+        status = None
+        for address in addresses:
+            try:
+                status = self._post_to(address, target, body, headers)
+                break
+            except (urllib3.exceptions.NewConnectionError,
+                    urllib3.exceptions.ConnectTimeoutError):
+                continue                # the next checked address, if any
+            except urllib3.exceptions.SSLError:
+                raise NotificationError(f"webhook {self.redact(target)}: TLS verification "
+                                        f"failed (certificate not valid for the host)") from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise NotificationError(f"webhook {self.redact(target)} not reachable: "
+                                        f"{exc.__class__.__name__}") from None
+        if status is None:
             raise NotificationError(f"webhook {self.redact(target)} not reachable: "
-                                    f"{exc.__class__.__name__}") from None
-        if 200 <= resp.status_code < 300:
+                                    f"no connection to any of its {len(addresses)} address(es)")
+        if 200 <= status < 300:
             return
-        error = (PermanentNotificationError if 400 <= resp.status_code < 500
-                 and resp.status_code not in (408, 429) else NotificationError)
-        raise error(f"webhook {self.redact(target)} answered HTTP {resp.status_code}")
+        error = (PermanentNotificationError if 400 <= status < 500
+                 and status not in (408, 429) else NotificationError)
+        raise error(f"webhook {self.redact(target)} answered HTTP {status}")
+
+    def _post_to(self, address, url: str, body: bytes, headers: dict) -> int:
+        """POST to ``address`` (checked), as ``url``'s host: the Host header, SNI and the
+        certificate check all use the hostname. No redirects, no retries; the answer's
+        body is not read."""
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        try:
+            hostname = hostname.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        timeout = urllib3.Timeout(connect=3.05, read=self.timeout)
+        if parts.scheme == "https":
+            pool = urllib3.HTTPSConnectionPool(
+                str(address), parts.port or 443, timeout=timeout, retries=False, maxsize=1,
+                cert_reqs="CERT_REQUIRED", ca_certs=self.ca_certs, server_hostname=hostname,
+                assert_hostname=hostname)
+        else:
+            pool = urllib3.HTTPConnectionPool(str(address), parts.port or 80, timeout=timeout,
+                                              retries=False, maxsize=1)
+        try:
+            resp = pool.urlopen("POST", path, body=body,
+                                headers={**headers, "Host": parts.netloc}, redirect=False,
+                                assert_same_host=False, preload_content=False)
+            status = resp.status
+            resp.release_conn()
+            return status
+        finally:
+            pool.close()

@@ -23,7 +23,10 @@ def routes(app):
             yield rule.endpoint, method, url
 
 
-def test_every_route_but_health_refuses_a_request_without_a_key(app):
+def test_every_route_but_health_refuses_a_request_without_a_key(store, fake_slurm, keys):
+    # (with no per-address limit, which has its own test: this one sends many requests)
+    app = create_app({"SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT": ""}, store=store,
+                     slurm=fake_slurm, keys=keys[0], environ={})
     anonymous = app.test_client()
     checked = 0
     for endpoint, method, url in routes(app):
@@ -267,3 +270,72 @@ def test_star_key_reads_every_users_tasks_and_read_role_cannot_register(app, key
                                  "username": "someone"}, "slurm_job_id": 9}}
     assert authorized(app, keys[1]["reader"]).post("/monitor", json=body).status_code == 403
     assert ROLES == ("submit", "read", "cancel", "admin")
+
+
+def metric(client, name, **labels):
+    """A counter's value as /metrics shows it (0 when absent)."""
+    text = client.get("/metrics").get_data(as_text=True)
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = "^" + re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)$"
+    found = re.search(pattern, text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_requests_without_a_valid_key_are_limited_per_address_not_per_key(store, fake_slurm, keys):
+    app = create_app({"SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT": "3/minute",
+                      "SLURM_PROXY_RATE_LIMIT": "4/minute"},
+                     store=store, slurm=fake_slurm, keys=keys[0], environ={})
+    scraper = authorized(create_app({"SLURM_PROXY_RATE_LIMIT": ""}, store=store, slurm=fake_slurm,
+                                    keys=keys[0], environ={}), keys[1]["admin"])
+    missing = metric(scraper, "slurm_proxy_auth_failures_total", reason="missing")
+    invalid = metric(scraper, "slurm_proxy_auth_failures_total", reason="invalid")
+    limited = metric(scraper, "slurm_proxy_unauthenticated_limited_total")
+    attacker = app.test_client()
+    bad = {"Authorization": "Bearer sp_000000000000_notarealkeynotarealkeynotarealkey"}
+    codes = [attacker.get("/monitor/task_uuid/x").status_code,
+             attacker.get("/monitor/task_uuid/x", headers=bad).status_code,
+             attacker.post("/submit", json={}).status_code,
+             attacker.get("/monitor/task_uuid/x", headers=bad).status_code]
+    assert codes == [401, 401, 401, 429]
+    resp = attacker.get("/monitor")
+    assert resp.status_code == 429 and resp.is_json
+    assert resp.get_json()["code"] == "rate_limited" and int(resp.headers["Retry-After"]) > 0
+    assert "without a valid API key" in resp.get_json()["message"]
+    # A valid key from the same address: its own budget (4/minute), untouched.
+    legit = authorized(app, keys[1]["someone"])
+    assert [legit.get("/monitor/task_uuid/x").status_code for _ in range(5)] == [404] * 4 + [429]
+    # Another address is not limited; health never is.
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    assert elsewhere.get("/monitor").status_code == 401
+    assert all(attacker.get("/healthz").status_code == 200 for _ in range(5))
+    # Counted in /metrics: 4 without a key (3 from the attacker, one of them refused
+    # with 429; 1 from elsewhere), 2 with an invalid one, 2 refused by the limit.
+    assert metric(scraper, "slurm_proxy_auth_failures_total", reason="missing") == missing + 4
+    assert metric(scraper, "slurm_proxy_auth_failures_total", reason="invalid") == invalid + 2
+    assert metric(scraper, "slurm_proxy_unauthenticated_limited_total") == limited + 2
+
+
+def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
+        store, fake_slurm, keys):
+    def blocked_after_two(config, forwarded_for):
+        app = create_app({"SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT": "2/minute", **config},
+                         store=store, slurm=fake_slurm, keys=keys[0], environ={})
+        client = app.test_client()
+        codes = [client.get("/monitor", headers={"X-Forwarded-For": ip}).status_code
+                 for ip in forwarded_for]
+        return codes
+
+    # Without a trusted proxy the header is ignored: one address, whatever it says.
+    assert blocked_after_two({}, ["198.51.100.1", "198.51.100.2", "198.51.100.3"]) == [401, 401, 429]
+    # Behind one proxy, each client is counted on its own.
+    assert blocked_after_two({"SLURM_PROXY_TRUSTED_PROXIES": 1},
+                             ["198.51.100.1", "198.51.100.2", "198.51.100.3"]) == [401, 401, 401]
+    assert blocked_after_two({"SLURM_PROXY_TRUSTED_PROXIES": 1},
+                             ["198.51.100.1"] * 3) == [401, 401, 429]
+
+
+def test_bad_rate_limit_settings_stop_the_service(store, fake_slurm):
+    with pytest.raises(ConfigError, match="SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT"):
+        create_app({"SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT": "lots"}, store=store,
+                   slurm=fake_slurm, environ={})

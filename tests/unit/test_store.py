@@ -6,7 +6,7 @@ import time
 import pytest
 
 from app import create_app
-from app.errors import DuplicateTask, StoreUnavailable
+from app.errors import DuplicateTask, JobAlreadyTracked, StoreUnavailable
 from app.store import TaskStore
 from app.tasks import new_record
 from app.auth import ROLES
@@ -50,13 +50,52 @@ def test_compare_and_set(store):
 
 
 def test_get_by_job_id_returns_the_newest(store):
-    old = record(job_id=42)
+    old = record(job_id=42, state="COMPLETED")          # before the cluster was rebuilt
     store.insert(old)
     time.sleep(0.005)
     new = record(job_id=42)
     store.insert(new)
     assert store.get_by_job_id(42)["task"]["uuid"] == new["task"]["uuid"]
     assert store.get_by_job_id(43) is None
+
+
+def test_one_active_task_per_job_id_and_cluster(store):
+    first = record(job_id=42)
+    store.insert(first)
+    with pytest.raises(JobAlreadyTracked):
+        store.insert(record(job_id=42))
+    assert len(store.job_holders(42)) == 1
+    store.insert(record(job_id=42, state="COMPLETED"))      # history may repeat an id
+    elsewhere = record(job_id=42)
+    elsewhere["task"]["cluster"] = "gpu"                    # and another cluster has its own
+    store.insert(elsewhere)
+    # An update that would give a second active task the id is refused too.
+    submitting = record(state="SUBMITTING")
+    store.insert(submitting)
+    with pytest.raises(JobAlreadyTracked):
+        store.update_state(submitting["task"]["uuid"], state="PENDING", expected="SUBMITTING",
+                           fields={"slurm_job_id": 42})
+    assert store.get(submitting["task"]["uuid"])["slurm_job_state"] == "SUBMITTING"
+    # Once the first is final, the id is free again.
+    assert store.update_state(first["task"]["uuid"], state="LOST", expected="PENDING")
+    assert store.update_state(submitting["task"]["uuid"], state="PENDING", expected="SUBMITTING",
+                              fields={"slurm_job_id": 42})
+    holders = store.job_holders(42)
+    assert [h["active"] for h in holders].count(True) == 2          # one per cluster
+    assert {h["uuid"] for h in store.job_holders(42, "gpu")} == {elsewhere["task"]["uuid"]}
+
+
+def test_get_by_job_id_prefers_the_active_task_and_filters_by_user(store):
+    mine = record(job_id=7)
+    store.insert(mine)
+    time.sleep(0.005)
+    theirs = record(job_id=7, state="LOST")                     # newer, final, another user's
+    theirs["task"]["username"] = "eve"
+    store.insert(theirs)
+    assert store.get_by_job_id(7)["task"]["uuid"] == mine["task"]["uuid"]     # active first
+    assert store.get_by_job_id(7, usernames=["eve"])["task"]["uuid"] == theirs["task"]["uuid"]
+    assert store.get_by_job_id(7, usernames=["someone"])["task"]["uuid"] == mine["task"]["uuid"]
+    assert store.get_by_job_id(7, usernames=["nobody"]) is None
 
 
 def test_indexes(store):
@@ -66,6 +105,9 @@ def test_indexes(store):
     names = {ix["name"]: ix for ix in store.collection.list_indexes()}
     assert names["task_uuid_unique"]["unique"] is True
     assert "slurm_job_id" in names
+    assert names["active_job_unique"]["unique"] is True
+    assert names["active_job_unique"]["partialFilterExpression"] == {
+        "active": True, "slurm_job_id": {"$gt": 0}}
 
 
 def test_mongodb_down_is_503_and_nothing_reaches_slurm():

@@ -55,13 +55,15 @@ def test_only_our_jobs_are_watched_and_only_a_changed_one_is_read(httpserver, re
     httpserver.expect_request(f"{prefix}/jobs/state").respond_with_handler(jobs_state)
     httpserver.expect_request(f"{prefix}/job/{done_id}").respond_with_json(completed)
     store, email = MemoryTaskStore(), RecordingNotifier()
+    owner = completed["jobs"][0]["user_name"]
     uuids = {}
     for item in states["jobs"]:                 # our tasks, as Slurm last said
         job_id = int(item["job_id"])
         state, _ = normalize_state(item["state"])
         if state in ("PENDING", "RUNNING") or job_id == done_id:
+            # The recording's jobs are its user's: so are our tasks (ownership is checked).
             uuids[job_id] = add_task(store, job_id, state="RUNNING" if job_id == done_id
-                                     else state)
+                                     else state, username=owner)
     poller = Poller(store, client_for(httpserver, version),
                     Dispatcher(store, {"email": email}))
     poller.run_once()
@@ -108,7 +110,7 @@ def test_no_change_on_a_recorded_answer_leaves_every_task_alone(httpserver, rele
         state, flags = normalize_state(job["job_state"])
         if state in ("PENDING", "RUNNING") and not flags:
             # Arrays are watched through the job list on every version.
-            uuids.append(add_task(store, job["job_id"], state=state,
+            uuids.append(add_task(store, job["job_id"], state=state, username=job["user_name"],
                                   slurm={"array": "0-1", "partition": "hpcz-test"}))
     assert uuids
     poller = Poller(store, client_for(httpserver, version), None)

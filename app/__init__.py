@@ -121,6 +121,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
     app.register_blueprint(health.blp)
     from .ui import register_ui
     register_ui(app, config)
+    from .blueprints import events
+    app.register_blueprint(events.blp)
     # After Api(), which registers its own HTTPException handler: ours wins.
     register_error_handlers(app)
     return app

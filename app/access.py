@@ -48,7 +48,8 @@ ENDPOINT_ROLES = {
     "ui.cluster": "read",
 }
 ROLE_BY_BLUEPRINT = {"slurm": "admin"}
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "ui.login", "ui.static"}
+# events.jobcomp checks its own credentials (HTTP Basic, the cluster's event secret).
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "ui.login", "ui.static", "events.jobcomp"}
 DOCS_ENDPOINTS = {"api-docs.openapi_json", "docs", "docs_static"}
 
 

@@ -81,6 +81,9 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_POLL_INTERVAL": Setting(10.0, float),
     "SLURM_POLL_LOST_AFTER": Setting(600.0, float),
     "SLURM_SLURMDB": Setting(False, _bool),
+    "SLURM_POLL_INTERVAL_WITH_EVENTS": Setting(60.0, float),
+    # events from slurmctld (POST /events/slurm/jobcomp)
+    "SLURM_EVENT_SECRET": Setting(""),
     # MongoDB
     "MONGODB_URI": Setting(""),
     "MONGODB_DB": Setting("slurm_proxy"),
@@ -120,6 +123,8 @@ SETTINGS: dict[str, Setting] = {
     "NOTIFICATIONS_BACKOFF_SECONDS": Setting(5.0, float),
     "NOTIFICATIONS_BACKOFF_MAX_SECONDS": Setting(3600.0, float),
     "NOTIFICATIONS_LEASE_SECONDS": Setting(120.0, float),
+    "NOTIFICATIONS_CONCURRENCY": Setting(16, int),
+    "NOTIFICATIONS_PER_PEER": Setting(4, int),
     # email (SMTP)
     "NOTIFICATIONS_SMTP_HOST": Setting(""),
     "NOTIFICATIONS_SMTP_PORT": Setting(587, int),
@@ -206,6 +211,12 @@ def load_config(environ: Mapping[str, str] | None = None,
         problems.append("SLURM_PROXY_WATCH_INTERVAL must be at least 0.1 (seconds)")
     if config["SLURM_POLL_INTERVAL"] <= 0:
         problems.append("SLURM_POLL_INTERVAL must be positive")
+    if config["SLURM_POLL_INTERVAL_WITH_EVENTS"] < config["SLURM_POLL_INTERVAL"]:
+        problems.append("SLURM_POLL_INTERVAL_WITH_EVENTS must be at least SLURM_POLL_INTERVAL")
+    if config["NOTIFICATIONS_CONCURRENCY"] < 1 or config["NOTIFICATIONS_PER_PEER"] < 1:
+        problems.append("NOTIFICATIONS_CONCURRENCY and NOTIFICATIONS_PER_PEER must be at least 1")
+    if any(len(s.strip()) < 16 for s in config["SLURM_EVENT_SECRET"].split(",") if s.strip()):
+        problems.append("SLURM_EVENT_SECRET: each secret must be at least 16 characters")
     if problems:
         raise ConfigError("Invalid configuration: " + "; ".join(problems))
     return config

@@ -8,8 +8,9 @@ the same process (``run.py``) only.
 """
 from __future__ import annotations
 
+import bisect
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from .errors import DuplicateTask, JobAlreadyTracked
@@ -63,6 +64,8 @@ class MemoryTaskStore:
         self._active: set[str] = set()
         self._with_outbox: set[str] = set()
         self._beats: dict[str, dict[str, Any]] = {}
+        self._leases: dict[str, dict[str, Any]] = {}
+        self._changes: list[tuple[datetime, str]] = []     # (updated_at, uuid), in order
         self._active_jobs: dict[tuple, str] = {}     # (cluster, job id) -> uuid
         self._job_of: dict[str, tuple] = {}          # uuid -> (cluster, job id)
         self._listeners: list = []
@@ -106,6 +109,7 @@ class MemoryTaskStore:
             doc.pop("_id", None)
             self._docs[uuid] = doc
             self._reindex(doc)
+            self._note_change(uuid, doc.get("updated_at") or doc["created_at"])
             summary = _summary(doc) if self._listeners else None
         if summary is not None:
             self._announce(summary)
@@ -122,6 +126,7 @@ class MemoryTaskStore:
             doc.update(_copy(fields or {}))
             doc["slurm_job_state"] = state
             doc["updated_at"] = now
+            self._note_change(uuid, now)
             doc.setdefault("history", []).append(
                 {"state": state, "at": now, **({"note": note} if note else {})})
             new = _copy(list(deliveries))
@@ -202,6 +207,20 @@ class MemoryTaskStore:
         with self._lock:
             return [_project(self._docs[u]) for u in self._active]
 
+    def _note_change(self, uuid: str, at: datetime) -> None:
+        if self._changes and at < self._changes[-1][0]:
+            at = self._changes[-1][0]              # keep the log sorted
+        self._changes.append((at, uuid))
+        if len(self._changes) > 2 * len(self._docs) + 1000:     # drop superseded entries
+            latest = {u: a for a, u in self._changes}
+            self._changes = sorted((a, u) for u, a in latest.items())
+
+    def changed_since(self, since: datetime) -> list[dict[str, Any]]:
+        with self._lock:
+            start = bisect.bisect_left(self._changes, (since, ""))
+            uuids = dict.fromkeys(u for _, u in self._changes[start:])
+            return [{**_project(self._docs[u]), "active": u in self._active} for u in uuids]
+
     # -- outbox --------------------------------------------------------------------
     def due_deliveries(self, now: datetime, limit: int = 100) -> list[tuple[str, dict]]:
         out = []
@@ -244,6 +263,25 @@ class MemoryTaskStore:
     def last_beat(self, name: str) -> dict[str, Any] | None:
         with self._lock:
             return _copy(self._beats.get(name))
+
+    def take_lease(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
+        with self._lock:
+            lease = self._leases.get(name)
+            if lease is not None and lease["holder"] != holder and lease["until"] >= now:
+                return False
+            since = lease["since"] if lease is not None and lease["holder"] == holder else now
+            self._leases[name] = {"holder": holder, "until": now + timedelta(seconds=ttl),
+                                  "renewed_at": now, "since": since}
+            return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._lock:
+            if (self._leases.get(name) or {}).get("holder") == holder:
+                del self._leases[name]
+
+    def lease(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return _copy(self._leases.get(name))
 
     def count_active_by_state(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -44,14 +44,15 @@ DELIVERIES = Counter("slurm_proxy_deliveries", "Notification attempts by method 
 class StoreCollector:
     """Gauges read from the store at scrape time."""
 
-    def __init__(self, store, poll_interval: float):
-        self.store, self.poll_interval = store, poll_interval
+    def __init__(self, store, poll_interval: float, clusters=()):
+        self.store, self.poll_interval, self.clusters = store, poll_interval, list(clusters)
 
     def collect(self):
         try:
             counts = self.store.count_active_by_state()
             backlog = self.store.count_outbox()
             beat = self.store.last_beat("poller")
+            leases = {name: self.store.lease(f"poller:{name}") for name in self.clusters}
         except Exception as exc:  # noqa: BLE001 - a scrape must not fail on a store outage
             logger.warning("metrics: store unavailable (%s)", exc.__class__.__name__)
             up = GaugeMetricFamily("slurm_proxy_store_up", "Whether the store answered the scrape")
@@ -74,9 +75,17 @@ class StoreCollector:
                                 "Seconds since the poller last finished a cycle (-1: never)")
         lag.add_metric([], time.time() - beat["at"].timestamp() if beat else -1)
         yield lag
+        leader = GaugeMetricFamily("slurm_proxy_poller_leader",
+                                   "1 for the poller holding a cluster's lease (its holder "
+                                   "is host:pid:id); no sample while no poller leads",
+                                   labels=["cluster", "holder"])
+        for name, lease in leases.items():
+            if lease is not None and lease["until"].timestamp() >= time.time():
+                leader.add_metric([name, lease["holder"]], 1)
+        yield leader
 
 
-def render(store, poll_interval: float) -> tuple[bytes, str]:
+def render(store, poll_interval: float, clusters=()) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
@@ -89,7 +98,7 @@ def render(store, poll_interval: float) -> tuple[bytes, str]:
         registry = REGISTRY
     output = generate_latest(registry)
     extra = CollectorRegistry()
-    extra.register(StoreCollector(store, poll_interval))
+    extra.register(StoreCollector(store, poll_interval, clusters))
     return output + generate_latest(extra), CONTENT_TYPE_LATEST
 
 

@@ -1,80 +1,91 @@
-"""The poller: watches every active task with one slurmrestd request per cycle.
+"""The poller: the safety net that watches every active task, at a cost proportional to
+what changed.
 
 ``run_once()`` does one cycle and returns counts; ``run(stop)`` loops until ``stop``
-is set; ``main()`` is the program supervisord runs (``python -m app.poller``), whose
-SIGTERM/SIGINT handlers set ``stop`` so shutdown does not wait out a sleep.
+is set, with the dispatcher on its own thread; ``main()`` is the program supervisord
+runs (``python -m app.poller``), whose SIGTERM/SIGINT handlers set ``stop`` so shutdown
+does not wait out a sleep.
 
-A cycle: the active tasks from the store -> ``GET /jobs?update_time=`` (HTTP 304 when
-nothing changed since the last cycle, so usually a few bytes) -> for each task, a
-compare-and-set of any new state with its notifications queued in the same update ->
-the dispatcher sends what is due. A job slurmctld no longer knows (purged after
-MinJobAge) is looked up in slurmdb when SLURM_SLURMDB is on; otherwise, once it has
-been missing for SLURM_POLL_LOST_AFTER seconds, it becomes LOST, which is reported
-like any final state. Errors for one task are logged with its id and the cycle goes on.
+A cycle:
+
+1. The store: the poller keeps the active tasks in memory. At start (and when it
+   becomes leader) it reads them once (indexed on ``active``); afterwards each cycle
+   asks only for tasks inserted or changed since the last cycle (indexed on
+   ``updated_at``). A cycle where nothing changed reads and writes no task record.
+2. The lease: one poller leads each cluster (``take_lease``, renewed every cycle with a
+   TTL of 1.5 intervals); the others stand by and retry every quarter interval, so a
+   standby takes over within two intervals of the leader dying.
+3. slurmrestd, by the leader only:
+   - v0.0.40+: ``GET /jobs/state?job_id=…`` for our own active jobs (batches of
+     ``STATE_BATCH``; about 60 bytes a job), then ``GET /job/{id}`` only for jobs whose
+     state changed.
+   - v0.0.38 (and for job arrays and unanswered submits): ``GET /jobs?update_time=``;
+     "no change" (HTTP 304, or on v0.0.40+ 200 with an empty list and a warning) costs
+     nothing; a new listing is compared with the last one and only tasks whose job
+     changed are looked at.
+   Each new state goes through ``tracking.change_state`` (compare-and-set, history,
+   deliveries). A job slurmctld no longer knows (purged after MinJobAge) is looked up
+   in slurmdb when SLURM_SLURMDB is on; otherwise, once missing for
+   SLURM_POLL_LOST_AFTER seconds, it becomes LOST.
+4. After a slurmrestd failure the next cycle is still one interval later (no backoff),
+   so tracking resumes within one interval of slurmrestd coming back.
+
+While slurmctld's end-of-job events arrive (``/events/slurm/jobcomp`` beats
+``events:<cluster>``), the interval is SLURM_POLL_INTERVAL_WITH_EVENTS.
 """
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
+import uuid as uuid_module
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from . import metrics
-from .constants import SUBMIT_FAILED, SUBMIT_UNKNOWN, SUBMITTING, LOST
+from .constants import FINAL_STATES, LOST, SUBMIT_FAILED, SUBMIT_UNKNOWN, SUBMITTING
 from .errors import SlurmJobNotFound, SlurmProxyError, StoreUnavailable
+from .slurm.states import TERMINAL_STATES, is_terminal
 from .slurm.versions import JobInfo
 from .store import utcnow
 from .tracking import change_state, is_owners_job, job_facts, record_job_state, settled_state
+from .poll_state import ClusterView, Watched, array_state  # noqa: F401 - array_state: API
 
 logger = logging.getLogger(__name__)
 
-FULL_SYNC_EVERY = 30          # cycles between fetches without update_time, for safety
 SUBMITTING_GRACE = 60.0       # seconds a SUBMITTING record may be in flight
+STATE_BATCH = 500             # job ids per GET /jobs/state, unless the adapter says
+CLOCK_SKEW = 2.0              # seconds the store's writers' clocks may disagree
+EVENTS_FRESH = 10             # intervals after the last event during which events count
 
 
-class ClusterView:
-    """What the poller last heard from one cluster's slurmrestd."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.jobs: dict[int, JobInfo] = {}
-        self.by_comment: dict[str, JobInfo] = {}
-        self.arrays: dict[int, list[JobInfo]] = {}
-        self.update_time: int | None = None
-        self.cycles = 0
-        self.failures = 0
-
-    def refresh(self, client) -> None:
-        """One request: every job (or 304: nothing changed since the last one)."""
-        self.cycles += 1
-        since = None if self.cycles % FULL_SYNC_EVERY == 1 else self.update_time
-        answer = client.get_jobs_since(since)
-        jobs = answer.jobs
-        if jobs is not None:
-            self.jobs = {j.job_id: j for j in jobs}
-            self.by_comment = {j.comment: j for j in jobs if j.comment}
-            self.arrays = {}
-            for j in jobs:
-                if j.array_job_id:
-                    self.arrays.setdefault(j.array_job_id, []).append(j)
-        self.update_time = answer.update_time
-        self.failures = 0
+def holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid_module.uuid4().hex[:6]}"
 
 
 class Poller:
     def __init__(self, store, slurm, dispatcher=None, *, interval: float = 10.0,
                  lost_after: float = 600.0, slurmdb: bool = False,
-                 clock: Callable[[], datetime] = utcnow):
+                 interval_with_events: float | None = None,
+                 clock: Callable[[], datetime] = utcnow, holder: str | None = None):
         from .slurm.clusters import Clusters
 
         self.store, self.dispatcher = store, dispatcher
         self.slurm = slurm if isinstance(slurm, Clusters) else Clusters({"default": slurm})
         self.interval, self.lost_after, self.slurmdb = interval, lost_after, slurmdb
+        self.interval_with_events = interval_with_events or interval
         self.clock = clock
+        self.holder = holder or holder_id()
         self.views: dict[str, ClusterView] = {}
         self.last_cycle_at: datetime | None = None
+        self.watched: dict[str, Watched] = {}            # active tasks, by cluster
+        self.cluster_of: dict[str, str] = {}             # uuid -> cluster
+        self.watermark: datetime | None = None           # store changes read up to here
+        self.events_fresh: dict[str, bool] = {}
+        self.skew = CLOCK_SKEW
 
     @property
     def failures(self) -> int:
@@ -85,41 +96,97 @@ class Poller:
     def from_config(cls, store, slurm, dispatcher, config, **kwargs) -> "Poller":
         return cls(store, slurm, dispatcher, interval=config["SLURM_POLL_INTERVAL"],
                    lost_after=config["SLURM_POLL_LOST_AFTER"], slurmdb=config["SLURM_SLURMDB"],
-                   **kwargs)
+                   interval_with_events=config["SLURM_POLL_INTERVAL_WITH_EVENTS"], **kwargs)
 
     # -- one cycle -----------------------------------------------------------------
-    def run_once(self) -> dict[str, Any]:
+    def run_once(self, dispatch: bool = True) -> dict[str, Any]:
+        """One cycle; with ``dispatch``, then send the due notifications one by one
+        (``run`` leaves that to the dispatcher's own thread)."""
         started = time.monotonic()
         counts = self._cycle()
         metrics.POLL_SECONDS.observe(time.monotonic() - started)
         metrics.POLL_CYCLES.labels("ok" if counts["slurm_ok"] and not counts["errors"]
                                    else "error").inc()
-        try:
-            self.store.beat("poller", self.clock(), {"interval": self.interval,
-                                                     "active": counts["active"],
-                                                     "slurm_ok": counts["slurm_ok"]})
-        except StoreUnavailable:
-            pass
+        if dispatch and self.dispatcher is not None:
+            counts["notifications"] = self.dispatcher.run_once()
+        elif (counts["changed"] or counts["lost"]) and self.dispatcher is not None:
+            self.dispatcher.wake()
+        if counts["leading"]:
+            try:
+                self.store.beat("poller", self.clock(), {
+                    "interval": self.current_interval(), "active": counts["active"],
+                    "slurm_ok": counts["slurm_ok"], "holder": self.holder})
+            except StoreUnavailable:
+                pass
         return counts
+
+    @property
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        """Every active task the poller watches, by uuid."""
+        return {u: r for w in self.watched.values() for u, r in w.tasks.items()}
+
+    def _put(self, record: dict[str, Any], dirty: bool) -> None:
+        uuid, cluster = record["task"]["uuid"], self.slurm.name_of(record)
+        if self.cluster_of.get(uuid, cluster) != cluster:
+            self._drop(uuid)
+        self.cluster_of[uuid] = cluster
+        watched = self.watched.setdefault(cluster, Watched())
+        watched.put(record)
+        if dirty:
+            watched.dirty.add(uuid)
+
+    def _drop(self, uuid: str) -> None:
+        cluster = self.cluster_of.pop(uuid, None)
+        if cluster is not None:
+            self.watched[cluster].drop(uuid)
+
+    def _sync_tasks(self) -> None:
+        """Bring the in-memory active tasks up to date with the store: all of them at
+        start, then only those inserted or changed since the last cycle."""
+        mark = utcnow() - timedelta(seconds=self.skew)
+        if self.watermark is None:
+            records = self.store.active_tasks()
+            self.watched, self.cluster_of = {}, {}
+            for record in records:
+                self._put(record, dirty=True)
+            self.watermark = mark
+            return
+        for record in self.store.changed_since(self.watermark):
+            uuid = record["task"]["uuid"]
+            if not record.pop("active", True):
+                self._drop(uuid)
+                continue
+            cluster = self.cluster_of.get(uuid)
+            known = self.watched[cluster].tasks.get(uuid) if cluster else None
+            if known is not None and known["slurm_job_state"] == record["slurm_job_state"] \
+                    and known.get("slurm_job_id") == record.get("slurm_job_id"):
+                continue                         # our own write, read back
+            self._put(record, dirty=True)
+        self.watermark = mark
 
     def _cycle(self) -> dict[str, Any]:
         counts: dict[str, Any] = {"active": 0, "changed": 0, "lost": 0, "errors": 0,
-                                  "slurm_ok": True}
+                                  "slurm_ok": True, "leading": [], "standby": [],
+                                  "slurm_requests": 0}
         try:
-            active = self.store.active_tasks()
+            self._sync_tasks()
         except StoreUnavailable as exc:
             logger.warning("poll skipped: %s", exc.message)
             counts["errors"] += 1
             return counts
-        counts["active"] = len(active)
-        by_cluster: dict[str, list[dict[str, Any]]] = {}
-        for record in active:
-            by_cluster.setdefault(self.slurm.name_of(record), []).append(record)
+        counts["active"] = sum(len(w.tasks) for w in self.watched.values())
         now = self.clock()
-        for name, records in by_cluster.items():
+        for name in dict.fromkeys([*self.slurm.names, *self.watched]):
+            watched = self.watched.setdefault(name, Watched())
             view = self.views.setdefault(name, ClusterView(name))
+            if not self._lead(view, watched, now):
+                counts["standby"].append(name)
+                continue
+            counts["leading"].append(name)
+            if not watched.tasks:
+                continue
             try:
-                view.refresh(self.slurm.get(name))
+                todo = self._look(view, watched, counts)
             except SlurmProxyError as exc:
                 view.failures += 1
                 counts["slurm_ok"] = False
@@ -127,41 +194,147 @@ class Poller:
                 logger.warning("poll: cluster %s: slurmrestd failed (%d in a row): %s",
                                name, view.failures, exc.message)
                 continue
-            for record in records:
+            for record, job in todo:
+                uuid = record["task"]["uuid"]
                 try:
-                    outcome = self._track(record, view, now)
+                    outcome = self._track(record, view, watched, job, now)
+                except SlurmProxyError as exc:
+                    counts["errors"] += 1
+                    logger.warning("poll: task_uuid=%s slurm_job_id=%s: %s",
+                                   uuid, record.get("slurm_job_id"), exc.message)
+                    continue
                 except Exception:  # noqa: BLE001 - one task must not stop the others
                     counts["errors"] += 1
                     logger.exception("poll: task_uuid=%s slurm_job_id=%s failed",
-                                     record["task"]["uuid"], record.get("slurm_job_id"))
+                                     uuid, record.get("slurm_job_id"))
                     continue
                 if outcome:
                     counts[outcome] += 1
-        if self.dispatcher is not None:
-            counts["notifications"] = self.dispatcher.run_once()
+                if record["slurm_job_state"] in FINAL_STATES:
+                    self._drop(uuid)
+                elif outcome:
+                    self._put(record, dirty=False)        # its job id or kind may be new
         self.last_cycle_at = self.clock()
         return counts
 
-    def _track(self, record: dict[str, Any], view: "ClusterView", now: datetime) -> str | None:
+    # -- leading -------------------------------------------------------------------
+    def _lead(self, view: ClusterView, watched: Watched, now: datetime) -> bool:
+        """Take or renew this cluster's lease; a new leader looks at every task once."""
+        ttl = 1.5 * self.current_interval()
+        try:
+            leading = self.store.take_lease(f"poller:{view.name}", self.holder, now, ttl)
+        except StoreUnavailable:
+            leading = False
+        if leading and not view.leading:
+            logger.info("poller %s leads cluster %s", self.holder, view.name)
+            view.update_time, view.cycles = None, 0
+            watched.dirty |= set(watched.tasks)
+        elif view.leading and not leading:
+            logger.warning("poller %s lost the lease of cluster %s; standing by",
+                           self.holder, view.name)
+        view.leading = leading
+        return leading
+
+    def release(self) -> None:
+        """Give up the leases (a clean stop), so a standby takes over at once."""
+        for view in self.views.values():
+            if view.leading:
+                try:
+                    self.store.release_lease(f"poller:{view.name}", self.holder)
+                except StoreUnavailable:
+                    pass
+                view.leading = False
+
+    # -- asking Slurm --------------------------------------------------------------
+    def _look(self, view: ClusterView, watched: Watched,
+              counts: dict[str, Any]) -> list[tuple[dict[str, Any], JobInfo | None]]:
+        """Ask slurmrestd; return the tasks to look at, each with its job (None:
+        Slurm did not list it)."""
+        client = self.slurm.get(view.name)
+        modern = getattr(getattr(client, "adapter", None), "has_jobs_state", False) \
+            and hasattr(client, "get_job_states")
+        todo: list[tuple[dict[str, Any], JobInfo | None]] = []
+        if modern:
+            watch = [r for u, r in watched.tasks.items() if u not in watched.listing]
+            if watch:
+                todo += self._look_by_state(view, client, watched, watch, counts)
+        if not modern or watched.listing:
+            todo += self._look_by_listing(view, client, watched, modern, counts)
+        return todo
+
+    def _look_by_state(self, view, client, watched, records, counts):
+        ids = sorted({r["slurm_job_id"] for r in records})
+        states: dict[int, tuple[str, tuple[str, ...]]] = {}
+        batch = getattr(client.adapter, "jobs_state_batch", STATE_BATCH)
+        for i in range(0, len(ids), batch):
+            states.update(client.get_job_states(ids[i:i + batch]))
+            counts["slurm_requests"] += 1
+        view.failures = 0
+        todo = []
+        for record in records:
+            uuid, job_id = record["task"]["uuid"], record["slurm_job_id"]
+            watched.dirty.discard(uuid)
+            seen = states.get(job_id)
+            if seen is None:
+                todo.append((record, None))
+                continue
+            base, flags = seen
+            settled = base if (base not in TERMINAL_STATES or is_terminal(base, flags)) else None
+            if settled is None or (settled == record["slurm_job_state"]
+                                   and uuid not in watched.missing):
+                continue
+            try:
+                job = client.get_job(job_id)
+            except SlurmJobNotFound:
+                job = None
+            counts["slurm_requests"] += 1
+            todo.append((record, job))
+        return todo
+
+    def _look_by_listing(self, view, client, watched, modern, counts):
+        changed = view.refresh(client) or set()
+        counts["slurm_requests"] += 1
+        candidates = watched.dirty | watched.missing | watched.submits
+        for job_id in changed:
+            candidates |= watched.by_job.get(job_id, set())
+        if modern:
+            candidates &= watched.listing
+        todo = []
+        for uuid in candidates:
+            record = watched.tasks.get(uuid)
+            if record is None:
+                continue
+            watched.dirty.discard(uuid)
+            job_id = record.get("slurm_job_id")
+            job = view.jobs.get(job_id) if job_id is not None else None
+            if record["task"].get("slurm", {}).get("array") and job_id is not None:
+                elements = view.arrays.get(job_id) or ([job] if job else [])
+                job = array_state(job_id, elements) if elements else None
+            todo.append((record, job))
+        return todo
+
+    # -- one task ------------------------------------------------------------------
+    def _track(self, record: dict[str, Any], view: ClusterView, watched: Watched,
+               job: JobInfo | None, now: datetime) -> str | None:
         state = record["slurm_job_state"]
+        uuid = record["task"]["uuid"]
         if state in (SUBMITTING, SUBMIT_UNKNOWN):
             return self._reconcile(record, view, now)
-        job_id = record.get("slurm_job_id")
-        job = view.jobs.get(job_id)
-        if job is not None and record["task"].get("slurm", {}).get("array"):
-            job = array_state(job_id, view.arrays.get(job_id) or [job])
         if job is not None and not is_owners_job(record, job):
             # Another user's job under this id: never recorded or reported to this task.
             job = None
         if job is not None:
+            watched.missing.discard(uuid)
             if record_job_state(self.store, record, job, now):
                 return "changed"
             if record.get("missing_since"):
-                self.store.set_fields(record["task"]["uuid"], {"missing_since": None})
+                self.store.set_fields(uuid, {"missing_since": None})
+                record["missing_since"] = None
             return None
+        watched.missing.add(uuid)
         return self._missing(record, view, now)
 
-    def _reconcile(self, record: dict[str, Any], view: "ClusterView", now: datetime) -> str | None:
+    def _reconcile(self, record: dict[str, Any], view: ClusterView, now: datetime) -> str | None:
         """A submit whose answer we never saw: find the job by its comment."""
         uuid = record["task"]["uuid"]
         age = (now - record["created_at"]).total_seconds()
@@ -185,7 +358,7 @@ class Poller:
             return "changed" if changed else None
         return None
 
-    def _missing(self, record: dict[str, Any], view: "ClusterView", now: datetime) -> str | None:
+    def _missing(self, record: dict[str, Any], view: ClusterView, now: datetime) -> str | None:
         uuid, job_id = record["task"]["uuid"], record.get("slurm_job_id")
         if job_id is None:
             return None
@@ -198,8 +371,9 @@ class Poller:
                 return "changed" if record_job_state(self.store, record, job, now) else None
         since = record.get("missing_since")
         if since is None:
-            self.store.set_fields(uuid, {"missing_since": now},
-                                  expected=record["slurm_job_state"])
+            if self.store.set_fields(uuid, {"missing_since": now},
+                                     expected=record["slurm_job_state"]):
+                record["missing_since"] = now
             return None
         if (now - since).total_seconds() < self.lost_after:
             return None
@@ -210,57 +384,56 @@ class Poller:
         return "lost" if changed else None
 
     # -- the loop ------------------------------------------------------------------
-    def next_wait(self) -> float:
-        """The interval, doubled per consecutive slurmrestd failure up to 8x."""
-        return self.interval * min(8, 2 ** self.failures) if self.failures else self.interval
+    def current_interval(self) -> float:
+        """SLURM_POLL_INTERVAL, or the longer one while every cluster sends events."""
+        if self.interval_with_events > self.interval and self.events_fresh \
+                and all(self.events_fresh.get(n) for n in self.slurm.names):
+            return self.interval_with_events
+        return self.interval
 
-    def run(self, stop: threading.Event, tick: float = 1.0) -> None:
-        """Poll every interval (backing off while slurmrestd fails); send due
-        notifications every ``tick`` seconds in between."""
-        logger.info("poller started: interval %.1f s", self.interval)
-        next_poll = self.clock()
-        while not stop.is_set():
+    def check_events(self) -> None:
+        """Whether each cluster's slurmctld has sent an event lately (one small read)."""
+        horizon = EVENTS_FRESH * self.interval_with_events
+        for name in self.slurm.names:
             try:
-                if self.clock() >= next_poll:
-                    started = self.clock()
-                    counts = self.run_once()
-                    # Fixed rate: the next poll is an interval after this one began.
-                    next_poll = max(started + timedelta(seconds=self.next_wait()), self.clock())
+                beat = self.store.last_beat(f"events:{name}")
+            except StoreUnavailable:
+                continue
+            self.events_fresh[name] = bool(beat) and \
+                (utcnow() - beat["at"]).total_seconds() < horizon
+
+    def next_wait(self) -> float:
+        """One interval, also after a failure, so tracking resumes within one
+        interval of slurmrestd coming back; a standby retries the lease every quarter."""
+        interval = self.current_interval()
+        if self.views and not any(v.leading for v in self.views.values()):
+            return interval / 4
+        return interval
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll every interval, with the dispatcher on its own thread."""
+        logger.info("poller %s started: interval %.1f s (%.1f s while events arrive)",
+                    self.holder, self.interval, self.interval_with_events)
+        if self.dispatcher is not None:
+            threading.Thread(target=self.dispatcher.run, args=(stop,), name="dispatcher",
+                             daemon=True).start()
+        next_poll = time.monotonic()
+        while not stop.is_set():
+            started = time.monotonic()
+            if started >= next_poll:
+                try:
+                    self.check_events()
+                    counts = self.run_once(dispatch=False)
                     if counts["changed"] or counts["lost"] or counts["errors"]:
-                        logger.info("poll: %s", counts)
-                elif self.dispatcher is not None:
-                    self.dispatcher.run_once()
-            except Exception:  # noqa: BLE001 - the only catch-all: keep watching
-                logger.exception("poll cycle failed")
-            # Wake for the next poll on time, not up to a tick late.
-            until_poll = (next_poll - self.clock()).total_seconds()
-            stop.wait(max(0.0, min(tick, until_poll)))
+                        logger.info("poll: %s", {k: v for k, v in counts.items()
+                                                 if k not in ("leading", "standby")})
+                except Exception:  # noqa: BLE001 - the only catch-all: keep watching
+                    logger.exception("poll cycle failed")
+                # Fixed rate: the next poll is an interval after this one began.
+                next_poll = max(started + self.next_wait(), time.monotonic())
+            stop.wait(max(0.0, next_poll - time.monotonic()))
+        self.release()
         logger.info("poller stopped")
-
-
-# An array ends with the worst of its elements' ends.
-_ARRAY_SEVERITY = ("COMPLETED", "CANCELLED", "PREEMPTED", "DEADLINE", "TIMEOUT", "OUT_OF_MEMORY",
-                   "NODE_FAIL", "BOOT_FAIL", "FAILED")
-
-
-def array_state(array_job_id: int, elements: list[JobInfo]) -> JobInfo:
-    """One state for a whole job array: active while any element is (RUNNING if one
-    runs), else the most severe final state, with the highest exit code."""
-    from dataclasses import replace
-
-    first = min(elements, key=lambda j: (j.array_task_id is None, j.array_task_id or 0))
-    unfinished = [j for j in elements if not j.is_terminal]
-    if unfinished:
-        state = "RUNNING" if any(j.state == "RUNNING" for j in unfinished) else unfinished[0].state
-        return replace(first, job_id=array_job_id, state=state, state_flags=(), end_time=None)
-    worst = max(elements, key=lambda j: _ARRAY_SEVERITY.index(j.state)
-                if j.state in _ARRAY_SEVERITY else len(_ARRAY_SEVERITY))
-    codes = [j.exit_code for j in elements if j.exit_code is not None]
-    ends = [j.end_time for j in elements if j.end_time]
-    starts = [j.start_time for j in elements if j.start_time]
-    return replace(worst, job_id=array_job_id, state_flags=(),
-                   exit_code=max(codes) if codes else None,
-                   start_time=min(starts) if starts else None, end_time=max(ends) if ends else None)
 
 
 def build_poller(config, store=None, slurm=None, notifiers=None) -> Poller:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
 import pymongo
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 ACTIVE_PROJECTION = {"_id": False, "task.uuid": True, "task.username": True,
                      "task.notification": True, "task.slurm": True, "task.cluster": True, "slurm_job_id": True,
                      "slurm_job_state": True, "created_at": True, "updated_at": True,
-                     "missing_since": True}
+                     "missing_since": True, "notified_states": True}
 DUE_STATUSES = ("pending", "sending")
 # What a task listing shows of each task.
 SUMMARY_FIELDS = ("task.uuid", "task.name", "task.username", "slurm_job_id", "slurm_job_state",
@@ -259,6 +259,15 @@ class TaskStore:
         with self._op("list active tasks"):
             return list(self.collection.find({"active": True}, ACTIVE_PROJECTION))
 
+    def changed_since(self, since: datetime) -> list[dict[str, Any]]:
+        """Tasks inserted or whose state changed at or after ``since`` (active or not),
+        with the fields the poller needs plus ``active``: an indexed range query, so a
+        poller learns of new tasks and of changes made elsewhere without reading the
+        others."""
+        with self._op("list changed tasks"):
+            return list(self.collection.find({"updated_at": {"$gte": since}},
+                                             {**ACTIVE_PROJECTION, "active": True}))
+
     # -- outbox --------------------------------------------------------------------
     def due_deliveries(self, now: datetime, limit: int = 100) -> list[tuple[str, dict]]:
         """(task uuid, delivery) pairs due at ``now``: pending, or sending with an
@@ -299,6 +308,33 @@ class TaskStore:
     def last_beat(self, name: str) -> dict[str, Any] | None:
         with self._op("read a heartbeat"):
             return self.collection.database["heartbeats"].find_one({"_id": name}, {"_id": False})
+
+    def take_lease(self, name: str, holder: str, now: datetime, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl`` if it is
+        free, expired or already ``holder``'s. Returns whether ``holder`` holds it."""
+        leases = self.collection.database["leases"]
+        until = now + timedelta(seconds=ttl)
+        query = {"_id": name, "$or": [{"holder": holder}, {"until": {"$lt": now}}]}
+        update = {"$set": {"holder": holder, "until": until, "renewed_at": now},
+                  "$setOnInsert": {"since": now}}
+        try:
+            with self._op("take a lease"):
+                doc = leases.find_one(query, {"holder": True})
+                if doc is not None and doc["holder"] != holder:
+                    update["$set"]["since"] = now
+                    update.pop("$setOnInsert")
+                leases.update_one(query, update, upsert=True)
+            return True
+        except DuplicateKeyError:
+            return False                 # another holder's lease is still running
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._op("release a lease"):
+            self.collection.database["leases"].delete_one({"_id": name, "holder": holder})
+
+    def lease(self, name: str) -> dict[str, Any] | None:
+        with self._op("read a lease"):
+            return self.collection.database["leases"].find_one({"_id": name}, {"_id": False})
 
     def count_active_by_state(self) -> dict[str, int]:
         pipeline = [{"$match": {"active": True}},

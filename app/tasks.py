@@ -22,7 +22,8 @@ from marshmallow import ValidationError
 
 from .schemas.fields import canonical_uuid
 from .services import Services
-from .tracking import is_owners_job, record_job_state, release_job_id
+from .tracking import (change_state, initial_deliveries, is_owners_job, record_job_state,
+                       release_job_id)
 from .store import utcnow
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey, *,
         job_id = slurm.submit(submission, user=user)
     except SlurmError as exc:
         state = constants.SUBMIT_UNKNOWN if isinstance(exc, SlurmTimeout) else constants.SUBMIT_FAILED
-        _record_failure(services, uuid, state, exc)
+        _record_failure(services, record, state, exc)
         logger.warning("submit failed task_uuid=%s slurm_job_id=- state=%s: %s",
                        uuid, state, exc.message)
         exc.message = (f"{exc.message} The task was recorded as {state} under uuid {uuid}"
@@ -121,7 +122,7 @@ def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey, *,
                           if state == constants.SUBMIT_UNKNOWN else "; nothing was queued."))
         raise
     fields = {"slurm_job_id": job_id, "slurm_api_version": slurm.api_version}
-    _save_submitted(services, uuid, job_id, fields)
+    _save_submitted(services, record, job_id, fields)
     logger.info("submitted task_uuid=%s slurm_job_id=%s user=%s in %.1f ms",
                 uuid, job_id, user, (time.monotonic() - started) * 1000)
     return {"uuid": uuid, "slurm_job_id": job_id, "slurm_job_state": "PENDING",
@@ -138,12 +139,14 @@ def pick_cluster(services: Services, task: Mapping[str, Any]) -> str:
     return name
 
 
-def _save_submitted(services: Services, uuid: str, job_id: int, fields: dict) -> None:
-    """Record the job id; Slurm has the job now, so try hard and never answer an error."""
+def _save_submitted(services: Services, record: dict[str, Any], job_id: int,
+                    fields: dict) -> None:
+    """Record the job id (and queue the PENDING notifications asked for); Slurm has the
+    job now, so try hard and never answer an error."""
+    uuid = record["task"]["uuid"]
     for attempt in range(3):
         try:
-            services.store.update_state(uuid, state="PENDING", expected=constants.SUBMITTING,
-                                        fields=fields)
+            change_state(services.store, record, "PENDING", fields=fields)
             return
         except JobAlreadyTracked:
             # Slurm has just given this id to our job: another active task holding it
@@ -158,13 +161,14 @@ def _save_submitted(services: Services, uuid: str, job_id: int, fields: dict) ->
                  uuid, job_id)
 
 
-def _record_failure(services: Services, uuid: str, state: str, exc: SlurmProxyError) -> None:
+def _record_failure(services: Services, record: dict[str, Any], state: str,
+                    exc: SlurmProxyError) -> None:
+    uuid = record["task"]["uuid"]
     error = {"code": exc.code, "message": exc.message}
     if exc.errors.get("slurm_errors"):
         error["slurm_errors"] = exc.errors["slurm_errors"]
     try:
-        services.store.update_state(uuid, state=state, expected=constants.SUBMITTING,
-                                    fields={"error": error})
+        change_state(services.store, record, state, fields={"error": error})
     except StoreUnavailable:
         logger.error("task_uuid=%s could not record %s: MongoDB unavailable", uuid, state)
 
@@ -192,6 +196,7 @@ def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey
     refuse_if_tracked(services, task["cluster"], job, key)
     state = monitor.get("slurm_job_state") or "PENDING"
     record = new_record(task, state=state, source="monitor", job_id=job_id)
+    initial_deliveries(record)
     try:
         services.store.insert(record)
     except JobAlreadyTracked:                   # another worker registered it just now

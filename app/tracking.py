@@ -1,9 +1,16 @@
 """Saving what Slurm says about a task, and the notifications each change causes.
 
-Every state change goes through ``change_state``: one compare-and-set update on the
-previous state that also pushes the change's deliveries into the task's outbox. If two
-pollers (or a poller and a lookup) see the same change, only one update applies, so
-each change is recorded, and reported, once.
+Every observed state goes through ``change_state`` — the submit outcome (PENDING,
+SUBMIT_FAILED, SUBMIT_UNKNOWN), a poll, an event from slurmctld, a GET lookup, a
+cancel, a reconciled submit, LOST: one compare-and-set update on the previous state
+that appends the history entry and pushes the change's deliveries into the task's
+outbox. If two pollers (or a poller and a lookup) see the same change, only one update
+applies, so each change is recorded, and reported, once.
+
+Each state is reported at most once per task (``notified_states`` on the record), so a
+job that is suspended and resumed, or requeued, does not announce RUNNING twice. A job
+seen PENDING and then already finished (it ran between two looks) also reports the
+RUNNING the user asked to hear about, just before its end.
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from . import metrics
-from .constants import DEFAULT_NOTIFY_STATES, LOST
+from .constants import DEFAULT_NOTIFY_STATES, LOST, SUBMIT_UNKNOWN, SUBMITTING
 from .errors import JobAlreadyTracked, StoreUnavailable
 from .notify import targets
 from .slurm.states import TERMINAL_STATES
@@ -23,10 +30,15 @@ from .store import utcnow
 logger = logging.getLogger(__name__)
 
 
-def plan_deliveries(record: Mapping[str, Any], state: str, now: datetime) -> list[dict[str, Any]]:
+def wanted_states(record: Mapping[str, Any]) -> set[str]:
     notification = record.get("task", {}).get("notification") or {}
-    wanted = set(notification.get("on") or DEFAULT_NOTIFY_STATES)
-    if state not in wanted:
+    return set(notification.get("on") or DEFAULT_NOTIFY_STATES)
+
+
+def plan_deliveries(record: Mapping[str, Any], state: str, now: datetime) -> list[dict[str, Any]]:
+    """The deliveries reporting ``state`` (none if not asked for, or already reported)."""
+    notification = record.get("task", {}).get("notification") or {}
+    if state not in wanted_states(record) or state in (record.get("notified_states") or ()):
         return []
     params = notification.get("params") or {}
     return [
@@ -38,18 +50,55 @@ def plan_deliveries(record: Mapping[str, Any], state: str, now: datetime) -> lis
     ]
 
 
+# States from which a job that is found finished must have run in between.
+_BEFORE_RUNNING = frozenset({"PENDING", SUBMITTING, SUBMIT_UNKNOWN, "REQUEUED"})
+
+
+def plan_change(record: Mapping[str, Any], state: str, fields: Mapping[str, Any] | None,
+                now: datetime) -> tuple[list[dict[str, Any]], list[str]]:
+    """The deliveries a change to ``state`` causes, and the states they report."""
+    states = []
+    old = record.get("slurm_job_state")
+    if (state in TERMINAL_STATES and old in _BEFORE_RUNNING
+            and (fields or {}).get("start_time")):
+        states.append("RUNNING")           # it ran between two looks: report that too
+    states.append(state)
+    deliveries: list[dict[str, Any]] = []
+    reported: list[str] = []
+    for s in states:
+        planned = plan_deliveries(record, s, now)
+        if planned:
+            deliveries += planned
+            reported.append(s)
+    return deliveries, reported
+
+
+def initial_deliveries(record: dict[str, Any]) -> None:
+    """Plan the deliveries of a new record's first state (a registered job) in place."""
+    deliveries, reported = plan_change({**record, "slurm_job_state": None},
+                                       record["slurm_job_state"], record, record["created_at"])
+    record["deliveries"] = deliveries
+    record["notified_states"] = reported
+
+
 def change_state(store, record: Mapping[str, Any], state: str, *,
                  fields: dict[str, Any] | None = None, note: str | None = None,
                  now: datetime | None = None) -> bool:
-    """Compare-and-set the task from its current state to ``state`` with deliveries."""
+    """Compare-and-set the task from its current state to ``state`` with its history
+    entry and deliveries. ``record`` needs ``task``, ``slurm_job_state`` and
+    ``notified_states`` (the store's active projection has them). Returns whether
+    this call changed the task; on success ``record`` is updated in place."""
     uuid = record["task"]["uuid"]
     old = record["slurm_job_state"]
-    deliveries = plan_deliveries(record, state, now or utcnow())
+    deliveries, reported = plan_change(record, state, fields, now or utcnow())
+    fields = dict(fields or {})
+    if reported:
+        fields["notified_states"] = list(record.get("notified_states") or ()) + reported
     try:
         changed = store.update_state(uuid, state=state, expected=old, fields=fields, note=note,
                                      deliveries=deliveries)
     except JobAlreadyTracked:
-        job_id = (fields or {}).get("slurm_job_id")
+        job_id = fields.get("slurm_job_id")
         if job_id is None:
             raise
         # Slurm has just given this job id to this task's job: whoever else holds it
@@ -58,6 +107,9 @@ def change_state(store, record: Mapping[str, Any], state: str, *,
         changed = store.update_state(uuid, state=state, expected=old, fields=fields, note=note,
                                      deliveries=deliveries)
     if changed:
+        if isinstance(record, dict):
+            record.update(fields)
+            record["slurm_job_state"] = state
         metrics.STATE_CHANGES.labels(state).inc()
         logger.info("state task_uuid=%s slurm_job_id=%s %s -> %s%s%s", uuid,
                     (fields or {}).get("slurm_job_id", record.get("slurm_job_id")), old, state,

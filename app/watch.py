@@ -256,7 +256,7 @@ def sse(summary: dict[str, Any], dumps: Callable[[Any], str]) -> str:
     cached = summary.get("_sse")
     if cached is None:
         millis = _millis(summary.get("updated_at"))
-        cached = (f"event: state\n" + (f"id: {millis}\n" if millis is not None else "")
+        cached = ("event: state\n" + (f"id: {millis}\n" if millis is not None else "")
                   + f"data: {dumps(event_of(summary))}\n\n")
         summary["_sse"] = cached
     return cached

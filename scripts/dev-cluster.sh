@@ -24,7 +24,12 @@ DEV_USER=${DEV_CLUSTER_USER:-someone}
 OTHER_USER=${DEV_CLUSTER_OTHER_USER:-eve}
 REST_ADDR=${DEV_CLUSTER_REST_ADDR:-127.0.0.1:6820}
 MARK="# written by slurm-proxy scripts/dev-cluster.sh"
-PACKAGES=(slurm-wlm slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin munge)
+PACKAGES=(slurm-wlm slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin munge
+          slurm-wlm-elasticsearch-plugin)
+# slurmctld posts each finished job to the service (jobcomp/elasticsearch, DESIGN.md §8)
+# on this port: scripts/start.sh's. The secret is made once, kept root-only.
+EVENTS_PORT=${DEV_CLUSTER_EVENTS_PORT:-5001}
+EVENT_SECRET_FILE=/etc/slurm/slurm-proxy-event-secret
 
 die() { echo "dev-cluster: $*" >&2; exit 1; }
 log() { echo "dev-cluster: $*" >&2; }
@@ -61,6 +66,9 @@ write_config() {
         head -c 1024 /dev/urandom > /etc/munge/munge.key
         chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
     fi
+    if [ ! -s "$EVENT_SECRET_FILE" ]; then
+        (umask 077; head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$EVENT_SECRET_FILE")
+    fi
     if [ -e "$CONF" ] && ! head -n 1 "$CONF" | grep -qF "$MARK"; then
         log "keeping the existing $CONF (not written by this script)"
         return
@@ -92,6 +100,8 @@ MinJobAge=3600
 SlurmdParameters=config_overrides
 MailProg=/bin/true
 PrivateData=jobs
+JobCompType=jobcomp/elasticsearch
+JobCompLoc=http://default:$(cat "$EVENT_SECRET_FILE")@127.0.0.1:$EVENTS_PORT/events/slurm/jobcomp
 ReturnToService=2
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=hpcz-test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
@@ -173,6 +183,7 @@ print_env() {
 SLURM_BASE_URL=http://$REST_ADDR
 SLURM_API_VERSION=auto
 SLURM_JWT_HS256_KEY_FILE=$JWT_KEY
+SLURM_EVENT_SECRET=$(cat "$EVENT_SECRET_FILE" 2>/dev/null)
 EOF
 }
 

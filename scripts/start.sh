@@ -7,10 +7,15 @@
 #
 # Without MONGODB_URI the service keeps its records in an embedded in-memory store
 # (it says so loudly in logs/service.log); set MONGODB_URI in .env for real use.
+# Without NOTIFICATIONS_SMTP_HOST (environment or .env) it also starts a local mail
+# catcher (aiosmtpd on 127.0.0.1:8025) and sends mail there: each message is a file in
+# logs/maildir/new/. Set NOTIFICATIONS_SMTP_* in .env to use a real SMTP server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${SLURM_PROXY_PORT:-5001}
 PIDFILE=logs/service.pid
+MAIL_PORT=${SLURM_PROXY_MAIL_CATCHER_PORT:-8025}
+MAIL_PIDFILE=logs/mail-catcher.pid
 
 if [ "${1:-}" = "stop" ]; then
     if [ -s "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; then
@@ -21,12 +26,29 @@ if [ "${1:-}" = "stop" ]; then
         echo "slurm-proxy was not running"
     fi
     rm -f "$PIDFILE"
+    if [ -s "$MAIL_PIDFILE" ] && kill "$(cat "$MAIL_PIDFILE")" 2>/dev/null; then
+        echo "mail catcher stopped"
+    fi
+    rm -f "$MAIL_PIDFILE"
     exit 0
 fi
 
 scripts/setup.sh
 scripts/dev-cluster.sh start
 mkdir -p logs
+# No SMTP server configured: a local mail catcher, so a newcomer sees the mail.
+if [ -z "${NOTIFICATIONS_SMTP_HOST:-}" ] && ! grep -qs "^NOTIFICATIONS_SMTP_HOST=." .env; then
+    if ! { [ -s "$MAIL_PIDFILE" ] && kill -0 "$(cat "$MAIL_PIDFILE")" 2>/dev/null; }; then
+        # Maildir makes logs/maildir/{tmp,new,cur} when logs/maildir does not exist yet.
+        [ -d logs/maildir/new ] || rm -rf logs/maildir
+        nohup .venv/bin/python -m aiosmtpd -n -l "127.0.0.1:$MAIL_PORT" \
+            -c aiosmtpd.handlers.Mailbox logs/maildir >>logs/mail-catcher.log 2>&1 &
+        echo $! > "$MAIL_PIDFILE"
+        echo "mail goes to a local catcher on 127.0.0.1:$MAIL_PORT: one file per message in logs/maildir/new/"
+    fi
+    export NOTIFICATIONS_SMTP_HOST=127.0.0.1 NOTIFICATIONS_SMTP_PORT=$MAIL_PORT \
+        NOTIFICATIONS_SMTP_SECURITY=none
+fi
 if [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
     echo "slurm-proxy already running (pid $(cat "$PIDFILE")) on port $PORT"
     exit 0

@@ -51,12 +51,21 @@ def readyz():
         beat = services.store.last_beat("poller")
     except StoreUnavailable:
         beat = None
+    leaders = {}
+    for name in services.slurm.names:
+        try:
+            lease = services.store.lease(f"poller:{name}")
+        except StoreUnavailable:
+            lease = None
+        live = lease is not None and lease["until"] >= utcnow()
+        leaders[name] = lease["holder"] if live else None
     if beat is None:
-        checks["poller"] = {"ok": False, "error": "no_heartbeat"}
+        checks["poller"] = {"ok": False, "error": "no_heartbeat", "leaders": leaders}
     else:
         age = (utcnow() - beat["at"]).total_seconds()
         limit = 3 * max(interval, beat.get("interval", interval)) + 30
         checks["poller"] = {"ok": age <= limit, "last_cycle_seconds_ago": round(age, 1),
+                            "leaders": leaders,
                             **({} if age <= limit else {"error": "heartbeat_stale"})}
     ready = all(c["ok"] for c in checks.values())
     return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), \
@@ -66,7 +75,8 @@ def readyz():
 @blp.get("/metrics")
 def metrics_endpoint():
     services = get_services()
-    body, content_type = metrics.render(services.store, services.config["SLURM_POLL_INTERVAL"])
+    body, content_type = metrics.render(services.store, services.config["SLURM_POLL_INTERVAL"],
+                                        services.slurm.names)
     return Response(body, content_type=content_type)
 
 

@@ -5,13 +5,24 @@ so two dispatchers never send it both; if a sender dies mid-send, the lease runs
 and the delivery is sent again with the same id, which receivers use to drop the
 repeat. Failures are retried with exponential backoff and jitter up to
 NOTIFICATIONS_MAX_ATTEMPTS; an error that retrying cannot fix fails at once.
+
+``run(stop)`` is the dispatcher's own loop, on its own thread next to the poller's: it
+looks at the outbox every ``tick`` (0.1 s; an indexed query that reads nothing when
+nothing is due) or at once when ``wake()`` is called, and hands each due delivery to a
+pool of NOTIFICATIONS_CONCURRENCY sender threads, at most NOTIFICATIONS_PER_PEER at a
+time to one peer (one SMTP server, one webhook host...). A peer that hangs until its
+timeout holds up only its own deliveries, never state tracking or other peers.
+``run_once()`` sends what is due now, one by one (tests, one-shot use).
 """
 from __future__ import annotations
 
 import logging
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from .. import metrics
 from ..errors import NotificationError, StoreUnavailable
@@ -26,17 +37,24 @@ class Dispatcher:
     def __init__(self, store, notifiers: Mapping[str, Notifier], *, max_attempts: int = 8,
                  backoff: float = 5.0, backoff_max: float = 3600.0, lease: float = 120.0,
                  batch: int = 100, clock: Callable[[], datetime] = utcnow,
-                 rng: Callable[[], float] = random.random):
+                 rng: Callable[[], float] = random.random, concurrency: int = 16,
+                 per_peer: int = 4):
         self.store, self.notifiers = store, dict(notifiers)
         self.max_attempts, self.backoff, self.backoff_max = max_attempts, backoff, backoff_max
         self.lease, self.batch, self.clock, self.rng = lease, batch, clock, rng
+        self.concurrency, self.per_peer = concurrency, per_peer
+        self._wake = threading.Event()
+        self._in_flight: dict[str, str] = {}        # delivery id -> peer
+        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, store, notifiers, config: Mapping[str, Any], **kwargs) -> "Dispatcher":
         return cls(store, notifiers, max_attempts=config["NOTIFICATIONS_MAX_ATTEMPTS"],
                    backoff=config["NOTIFICATIONS_BACKOFF_SECONDS"],
                    backoff_max=config["NOTIFICATIONS_BACKOFF_MAX_SECONDS"],
-                   lease=config["NOTIFICATIONS_LEASE_SECONDS"], **kwargs)
+                   lease=config["NOTIFICATIONS_LEASE_SECONDS"],
+                   concurrency=config["NOTIFICATIONS_CONCURRENCY"],
+                   per_peer=config["NOTIFICATIONS_PER_PEER"], **kwargs)
 
     def delay(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1``: exponential, with jitter in [½, 1]."""
@@ -56,6 +74,67 @@ class Dispatcher:
                 counts[outcome] += 1
                 metrics.DELIVERIES.labels(delivery["method"], outcome).inc()
         return counts
+
+    # -- the loop ------------------------------------------------------------------
+    def wake(self) -> None:
+        """Look at the outbox now (something was queued in this process)."""
+        self._wake.set()
+
+    @staticmethod
+    def peer(delivery: Mapping[str, Any]) -> str:
+        """Who a delivery talks to: the webhook's host, else the method's one server."""
+        if delivery["method"] == "webhook":
+            return "webhook:" + (urlsplit(str(delivery["target"])).netloc or "?")
+        return delivery["method"]
+
+    def run(self, stop: threading.Event, tick: float = 0.1) -> None:
+        logger.info("dispatcher started: %d senders, %d per peer", self.concurrency, self.per_peer)
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="deliver")
+        while not stop.is_set():
+            try:
+                self.start_due(pool)
+            except StoreUnavailable as exc:
+                logger.warning("outbox unavailable: %s", exc.message)
+            except Exception:  # noqa: BLE001 - the only catch-all: keep sending
+                logger.exception("dispatcher pass failed")
+            self._wake.wait(tick)
+            self._wake.clear()
+        # Sends in flight finish on their own (each has its timeout); an unsent
+        # claimed delivery is sent again after its lease.
+        pool.shutdown(wait=False, cancel_futures=True)
+        logger.info("dispatcher stopped")
+
+    def start_due(self, pool) -> int:
+        """Hand the due deliveries to ``pool`` within the bounds; returns how many."""
+        started = 0
+        now = self.clock()
+        for uuid, delivery in self.store.due_deliveries(now, max(self.batch, 5 * self.concurrency)):
+            peer = self.peer(delivery)
+            with self._lock:
+                if delivery["id"] in self._in_flight:
+                    continue
+                if len(self._in_flight) >= self.concurrency:
+                    break
+                if sum(1 for p in self._in_flight.values() if p == peer) >= self.per_peer:
+                    continue
+                self._in_flight[delivery["id"]] = peer
+            pool.submit(self._send_one, uuid, delivery, now)
+            started += 1
+        return started
+
+    def _send_one(self, uuid: str, delivery: dict[str, Any], now: datetime) -> None:
+        try:
+            outcome = self._deliver(uuid, delivery, now)
+            if outcome:
+                metrics.DELIVERIES.labels(delivery["method"], outcome).inc()
+        except StoreUnavailable as exc:
+            logger.warning("outbox unavailable: %s", exc.message)
+        except Exception:  # noqa: BLE001 - a sender thread must report, not die silently
+            logger.exception("delivery %s of task_uuid=%s failed", delivery["id"], uuid)
+        finally:
+            with self._lock:
+                self._in_flight.pop(delivery["id"], None)
+            self._wake.set()                 # a slot is free: start what waits for it
 
     def _deliver(self, uuid: str, delivery: dict[str, Any], now: datetime) -> str | None:
         lease_until = now + timedelta(seconds=self.lease)

@@ -12,7 +12,8 @@ cluster's client, so code that has no cluster in mind keeps working.
     ]}
 
 Per cluster: ``base_url`` (required), ``api_version``, ``user_name``, and one of
-``token``/``token_file``/``jwt_key_base64``/``jwt_key_file``, as the SLURM_* variables.
+``token``/``token_file``/``jwt_key_base64``/``jwt_key_file``, as the SLURM_* variables,
+and ``event_secret`` (SLURM_EVENT_SECRET: this cluster's slurmctld event secret(s)).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 FIELDS = {"base_url": "SLURM_BASE_URL", "api_version": "SLURM_API_VERSION",
           "user_name": "SLURM_USER_NAME", "token": "SLURM_USER_TOKEN",
           "token_file": "SLURM_USER_TOKEN_FILE", "jwt_key_base64": "SLURM_JWT_HS256_KEY_BASE64",
-          "jwt_key_file": "SLURM_JWT_HS256_KEY_FILE"}
+          "jwt_key_file": "SLURM_JWT_HS256_KEY_FILE", "event_secret": "SLURM_EVENT_SECRET"}
 
 
 class Clusters:
@@ -87,7 +88,7 @@ def cluster_configs(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                               + (f"; unknown keys {sorted(unknown)}" if unknown else ""))
         settings = {**config, "SLURM_API_VERSION": "auto", "SLURM_USER_TOKEN": "",
                     "SLURM_USER_TOKEN_FILE": "", "SLURM_JWT_HS256_KEY_BASE64": "",
-                    "SLURM_JWT_HS256_KEY_FILE": ""}
+                    "SLURM_JWT_HS256_KEY_FILE": "", "SLURM_EVENT_SECRET": ""}
         settings.update({FIELDS[k]: v for k, v in entry.items() if k in FIELDS})
         out[name] = settings
     return out

@@ -46,8 +46,8 @@ def service():
 
 
 def test_readme_has_the_blocks_this_test_runs():
-    assert set(readme_blocks()) == {"start", "hello", "output", "lookup", "curl", "monitor",
-                                    "more", "errors"}
+    assert set(readme_blocks()) == {"start", "hello", "output", "mail", "lookup", "curl",
+                                    "monitor", "more", "errors"}
 
 
 def test_readme_examples_work_as_printed(service):
@@ -66,6 +66,13 @@ def test_readme_examples_work_as_printed(service):
                      output.stdout, re.M), output.stdout
     assert ("someone /home/someone/slurm-proxy-test/output/"
             "slurm-proxy-test.generic.output.txt") in output.stdout
+
+    # The hello-world's mail, in the local mail catcher start.sh runs.
+    mail = run(blocks["mail"])
+    assert mail.returncode == 0, mail.stderr
+    assert "Subject: hello-world test job finished!" in mail.stdout
+    assert "To: username@gmail.com" in mail.stdout and str(job_id) in mail.stdout
+    assert "COMPLETED" in mail.stdout and "hello!" in mail.stdout
 
     lookup = run(blocks["lookup"])
     assert lookup.returncode == 0, lookup.stderr

@@ -79,7 +79,12 @@ def test_the_poller_asks_each_cluster_once_and_one_outage_stays_local(store):
     third = add_task(store, 6, cluster="gpu")
     counts = poller.run_once()
     assert counts["errors"] == 1 and store.get(third)["slurm_job_state"] == "COMPLETED"
-    assert store.get(on_hpc)["slurm_job_state"] == "RUNNING" and poller.next_wait() == 20
+    # No backoff: the next poll is one interval later, so hpc is caught up within one
+    # interval of coming back.
+    assert store.get(on_hpc)["slurm_job_state"] == "RUNNING" and poller.next_wait() == 10
+    hpc.down = False
+    poller.run_once()
+    assert store.get(on_hpc)["slurm_job_state"] == "COMPLETED"
 
 
 def test_clusters_file(tmp_path):

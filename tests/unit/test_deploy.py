@@ -120,7 +120,8 @@ def test_readyz_says_which_part_is_not_ready(app, store, fake_slurm):
     resp = anonymous.get("/readyz")
     assert resp.status_code == 503
     body = resp.get_json()
-    assert body["checks"]["poller"] == {"ok": False, "error": "no_heartbeat"}
+    assert body["checks"]["poller"] == {"ok": False, "error": "no_heartbeat",
+                                        "leaders": {"default": None}}
     assert body["checks"]["mongodb"]["ok"] and body["checks"]["slurmrestd"]["ok"]
     store.beat("poller", utcnow(), {"interval": 10})
     assert anonymous.get("/readyz").status_code == 200
@@ -137,6 +138,23 @@ def test_readyz_says_which_part_is_not_ready(app, store, fake_slurm):
     assert (slurmrestd["ok"], slurmrestd["error"]) == (False, "slurm_unavailable")
     assert slurmrestd["clusters"] == {"default": {"ok": False, "error": "slurm_unavailable"}}
     assert "10.0.0.5" not in resp.get_data(as_text=True)      # no addresses in public answers
+
+
+def test_readyz_and_metrics_say_which_poller_leads(app, store, client):
+    from app.poller import Poller
+    from tests.helpers import PollSlurm
+
+    poller = Poller(store, PollSlurm(), None, holder="host-a:4242:abcdef")
+    poller.run_once()
+    poller.run_once()
+    body = app.test_client().get("/readyz").get_json()
+    assert body["checks"]["poller"]["leaders"] == {"default": "host-a:4242:abcdef"}
+    assert body["checks"]["poller"]["ok"]
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'slurm_proxy_poller_leader{cluster="default",holder="host-a:4242:abcdef"} 1.0' in text
+    poller.release()                                   # a clean stop gives the lease up
+    assert app.test_client().get("/readyz").get_json()["checks"]["poller"]["leaders"] == \
+        {"default": None}
 
 
 def test_json_log_lines_carry_the_task(caplog):

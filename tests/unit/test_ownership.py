@@ -187,6 +187,7 @@ def test_the_poller_never_records_another_users_job(store):
     # The same when slurmdb is asked about a job slurmctld no longer has.
     other = add_task(store, 41, username="eve", cwd="/home/eve")
     slurm.db[41] = make_job(41, "COMPLETED", name="secret-project-x", user="someone")
+    poller.release()            # it stops; the next poller leads (one per cluster)
     with_db = Poller(store, slurm, lost_after=60, slurmdb=True, clock=clock)
     with_db.run_once()
     assert store.get(other)["slurm_job_state"] == "PENDING"

@@ -1,0 +1,114 @@
+"""What the poller knows between cycles: each cluster's last job list
+(``ClusterView``) and its active tasks, indexed so that a cycle touches only what
+changed (``Watched``); and how a job array's elements make one state."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from .constants import SUBMIT_UNKNOWN, SUBMITTING
+from .slurm.versions import JobInfo
+
+FULL_SYNC_EVERY = 30          # cycles between fetches without update_time, for safety
+
+
+class ClusterView:
+    """What the poller last heard from one cluster's slurmrestd."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.jobs: dict[int, JobInfo] = {}
+        self.by_comment: dict[str, JobInfo] = {}
+        self.arrays: dict[int, list[JobInfo]] = {}
+        self.update_time: int | None = None
+        self.cycles = 0
+        self.failures = 0
+        self.leading = False
+
+    def refresh(self, client) -> set[int] | None:
+        """One request: every job, or "no change since the last one". Returns the ids
+        of jobs that changed since the last listing (None: nothing changed)."""
+        self.cycles += 1
+        since = None if self.cycles % FULL_SYNC_EVERY == 1 else self.update_time
+        answer = client.get_jobs_since(since)
+        jobs = answer.jobs
+        self.update_time = answer.update_time
+        self.failures = 0
+        if jobs is None:
+            return None
+        old = self.jobs
+        self.jobs = {j.job_id: j for j in jobs}
+        self.by_comment = {j.comment: j for j in jobs if j.comment}
+        self.arrays = {}
+        for j in jobs:
+            if j.array_job_id:
+                self.arrays.setdefault(j.array_job_id, []).append(j)
+        changed = {i for i, j in self.jobs.items() if old.get(i) != j}
+        changed |= old.keys() - self.jobs.keys()
+        changed |= set(self.arrays)           # an array's state is its elements' together
+        return changed
+
+
+class Watched:
+    """One cluster's active tasks as the poller keeps them between cycles, indexed so
+    that a cycle touches only what changed."""
+
+    def __init__(self):
+        self.tasks: dict[str, dict[str, Any]] = {}       # by uuid
+        self.by_job: dict[int, set[str]] = {}            # Slurm job id -> uuids
+        self.listing: set[str] = set()       # watched through the job list on every version
+        self.submits: set[str] = set()       # unanswered submits, looked for every cycle
+        self.dirty: set[str] = set()         # new or changed elsewhere: look whatever Slurm says
+        self.missing: set[str] = set()       # Slurm did not list their job last time
+
+    def put(self, record: dict[str, Any]) -> None:
+        uuid = record["task"]["uuid"]
+        self.drop(uuid, keep_marks=True)
+        self.tasks[uuid] = record
+        job_id = record.get("slurm_job_id")
+        if job_id is not None:
+            self.by_job.setdefault(job_id, set()).add(uuid)
+        if record["slurm_job_state"] in (SUBMITTING, SUBMIT_UNKNOWN) or job_id is None:
+            self.submits.add(uuid)
+            self.listing.add(uuid)
+        elif record["task"].get("slurm", {}).get("array"):
+            self.listing.add(uuid)
+
+    def drop(self, uuid: str, keep_marks: bool = False) -> None:
+        old = self.tasks.pop(uuid, None)
+        if old is not None and old.get("slurm_job_id") is not None:
+            ids = self.by_job.get(old["slurm_job_id"])
+            if ids is not None:
+                ids.discard(uuid)
+                if not ids:
+                    del self.by_job[old["slurm_job_id"]]
+        self.listing.discard(uuid)
+        self.submits.discard(uuid)
+        if not keep_marks:
+            self.dirty.discard(uuid)
+            self.missing.discard(uuid)
+
+
+# An array ends with the worst of its elements' ends.
+_ARRAY_SEVERITY = ("COMPLETED", "CANCELLED", "PREEMPTED", "DEADLINE", "TIMEOUT", "OUT_OF_MEMORY",
+                   "NODE_FAIL", "BOOT_FAIL", "FAILED")
+
+
+def array_state(array_job_id: int, elements: list[JobInfo]) -> JobInfo:
+    """One state for a whole job array: active while any element is (RUNNING if one
+    runs), else the most severe final state, with the highest exit code."""
+    first = min(elements, key=lambda j: (j.array_task_id is None, j.array_task_id or 0))
+    unfinished = [j for j in elements if not j.is_terminal]
+    if unfinished:
+        state = "RUNNING" if any(j.state == "RUNNING" for j in unfinished) else unfinished[0].state
+        return replace(first, job_id=array_job_id, state=state, state_flags=(), end_time=None)
+    worst = max(elements, key=lambda j: _ARRAY_SEVERITY.index(j.state)
+                if j.state in _ARRAY_SEVERITY else len(_ARRAY_SEVERITY))
+    codes = [j.exit_code for j in elements if j.exit_code is not None]
+    ends = [j.end_time for j in elements if j.end_time]
+    starts = [j.start_time for j in elements if j.start_time]
+    return replace(worst, job_id=array_job_id, state_flags=(),
+                   exit_code=max(codes) if codes else None,
+                   start_time=min(starts) if starts else None, end_time=max(ends) if ends else None)
+
+

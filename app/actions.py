@@ -88,7 +88,7 @@ def wait_for_task(services: Services, record: dict[str, Any], key: ApiKey,
     """Long poll: answer as soon as the stored state is final, or when time is up.
     Woken by this process's change feed (``app.watch``): no polling loop, no slurmrestd
     request, and under the gevent worker no thread held."""
-    key.check_user(record["task"]["username"])
+    key.check_owner(record)
     from .watch import wait_until_final
 
     record = wait_until_final(services.feed, services.store, record,

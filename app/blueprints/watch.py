@@ -46,7 +46,7 @@ def task_events(task_uuid):
     one; ends with `event: end` once the state is final."""
     services = get_services()
     record = record_by_uuid(services, task_uuid)
-    current_key().check_user(record["task"]["username"])
+    current_key().check_owner(record)
     return event_response(watch.open_stream(services, uuid=record["task"]["uuid"],
                                             dumps=current_app.json.dumps))
 

@@ -145,7 +145,7 @@ def task_events(task_uuid):
     from ..blueprints.watch import event_response
 
     record = record_by_uuid(get_services(), task_uuid)
-    person().check_user(record["task"]["username"])
+    person().check_owner(record)
     return event_response(watch.open_stream(get_services(), uuid=record["task"]["uuid"],
                                             dumps=current_app.json.dumps))
 

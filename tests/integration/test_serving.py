@@ -10,20 +10,19 @@ import subprocess
 import sys
 import threading
 import time
-import uuid as uuid_module
 
 import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.integration.conftest import KEY_FILE, SLURM_BASE_URL, TEST_USER
+from tests.integration.conftest import KEY_FILE, SLURM_BASE_URL, TEST_USER, task_in
 from tests.integration.peers import free_port
 from tests.integration.test_notify_e2e import until
 
 pytestmark = pytest.mark.slurm
 
 
-def test_waiters_hold_no_thread_and_a_graceful_stop_ends_them(tmp_path):
+def test_waiters_hold_no_thread_and_a_graceful_stop_ends_them(tmp_path, workdir):
     port = free_port()
     env = {**os.environ, "SLURM_BASE_URL": SLURM_BASE_URL, "SLURM_JWT_HS256_KEY_FILE": KEY_FILE,
            "SLURM_PROXY_PORT": str(port), "SLURM_PROXY_HOST": "127.0.0.1", "MONGODB_URI": "",
@@ -38,12 +37,15 @@ def test_waiters_hold_no_thread_and_a_graceful_stop_ends_them(tmp_path):
                              "wsgi:app"], cwd=ROOT, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {key}"}
+    job_id = None
     try:
         until(lambda: _up(url), timeout=30)
-        uuid = str(uuid_module.uuid4())          # a job nobody will finish during the test
-        registered = requests.post(url + "/monitor", headers=auth, timeout=10, json={"monitor": {
-            "task": {"uuid": uuid, "username": TEST_USER}, "slurm_job_id": 4_000_000_000}})
-        assert registered.status_code == 200, registered.text
+        # A real job of the key's user that will not finish during the test (a task
+        # may only be about its own user's job, so no made-up job id).
+        submitted = requests.post(url + "/submit", headers=auth, timeout=10, json={
+            "task": task_in(workdir, cmd="sleep", params=["300"])})
+        assert submitted.status_code == 200, submitted.text
+        uuid, job_id = submitted.json()["uuid"], submitted.json()["slurm_job_id"]
         # 50 waiters, more than the old default's 8 threads, and the service still answers.
         answers: list = []
 
@@ -74,8 +76,10 @@ def test_waiters_hold_no_thread_and_a_graceful_stop_ends_them(tmp_path):
         assert proc.wait(20) == 0
         assert time.monotonic() - stopping < 10                    # not graceful_timeout (30 s)
         assert len(answers) == 25 and all(a.status_code == 200 for a in answers)
-        assert answers[0].json()["monitor"]["slurm_job_state"] == "PENDING"
+        assert answers[0].json()["monitor"]["slurm_job_state"] in ("PENDING", "RUNNING")
     finally:
+        if job_id is not None:
+            subprocess.run(["scancel", str(job_id)], check=False)
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)

@@ -9,6 +9,7 @@ import uuid as uuid_module
 from email import policy
 
 import pytest
+import requests
 
 from app.config import load_config
 
@@ -19,6 +20,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    """True once the service at ``url`` answers /healthz (for starting a real gunicorn)."""
+    try:
+        return requests.get(url + "/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 class Inbox:

@@ -5,7 +5,6 @@ docs/ui.png in the README is one of them)."""
 from __future__ import annotations
 
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import ROOT
 from tests.integration.conftest import KEY_FILE, PARTITION, SLURM_BASE_URL, TEST_USER
-from tests.integration.peers import free_port
+from tests.integration.peers import free_port, healthy
 from tests.integration.test_notify_e2e import until
 
 pytestmark = pytest.mark.slurm
@@ -48,18 +47,11 @@ def service(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "docker/gunicorn.conf.py",
                              "wsgi:app"], cwd=ROOT, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    until(lambda: _up(url), timeout=30)
+    until(lambda: healthy(url), timeout=30)
     yield {"url": url, "keys": keys}
     proc.terminate()
     proc.wait(40)
     log.close()
-
-
-def _up(url):
-    try:
-        return requests.get(url + "/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture(scope="module")

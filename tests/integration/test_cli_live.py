@@ -9,11 +9,10 @@ import subprocess
 import sys
 
 import pytest
-import requests
 
 from tests.conftest import ROOT
 from tests.integration.conftest import KEY_FILE, SLURM_BASE_URL, task_in
-from tests.integration.peers import SMTPServer, free_port
+from tests.integration.peers import SMTPServer, free_port, healthy
 from tests.integration.test_notify_e2e import until
 
 pytestmark = pytest.mark.slurm
@@ -40,18 +39,11 @@ def server(tmp_path_factory):
                              "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    until(lambda: _up(url), timeout=30)
+    until(lambda: healthy(url), timeout=30)
     yield {"url": url, "key": key, "smtp": smtp, "tmp": tmp}
     proc.terminate()
     proc.wait(30)
     smtp.stop()
-
-
-def _up(url):
-    try:
-        return requests.get(url + "/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def cli(server, *args, stdin=None):

@@ -16,7 +16,7 @@ import requests
 
 from tests.conftest import ROOT
 from tests.integration.conftest import KEY_FILE, SLURM_BASE_URL, TEST_USER, task_in
-from tests.integration.peers import free_port
+from tests.integration.peers import free_port, healthy
 from tests.integration.test_notify_e2e import until
 
 pytestmark = pytest.mark.slurm
@@ -39,7 +39,7 @@ def test_waiters_hold_no_thread_and_a_graceful_stop_ends_them(tmp_path, workdir)
     auth = {"Authorization": f"Bearer {key}"}
     job_id = None
     try:
-        until(lambda: _up(url), timeout=30)
+        until(lambda: healthy(url), timeout=30)
         # A real job of the key's user that will not finish during the test (a task
         # may only be about its own user's job, so no made-up job id).
         submitted = requests.post(url + "/submit", headers=auth, timeout=10, json={
@@ -84,13 +84,6 @@ def test_waiters_hold_no_thread_and_a_graceful_stop_ends_them(tmp_path, workdir)
             proc.kill()
             proc.wait(10)
         log.close()
-
-
-def _up(url):
-    try:
-        return requests.get(url + "/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 class CountingWire:
@@ -143,7 +136,7 @@ def test_two_workers_on_mongodb_wake_their_waiters_with_one_query_each_per_half_
     auth = {"Authorization": f"Bearer {key}"}
     answers: list = []
     try:
-        until(lambda: _up(url), timeout=30)
+        until(lambda: healthy(url), timeout=30)
 
         def long_poll():
             answers.append(requests.get(f"{url}/monitor/task_uuid/{uuid}?wait=30", headers=auth,

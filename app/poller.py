@@ -414,9 +414,11 @@ class Poller:
         """Poll every interval, with the dispatcher on its own thread."""
         logger.info("poller %s started: interval %.1f s (%.1f s while events arrive)",
                     self.holder, self.interval, self.interval_with_events)
+        dispatching = None
         if self.dispatcher is not None:
-            threading.Thread(target=self.dispatcher.run, args=(stop,), name="dispatcher",
-                             daemon=True).start()
+            dispatching = threading.Thread(target=self.dispatcher.run, args=(stop,),
+                                           name="dispatcher", daemon=True)
+            dispatching.start()
         next_poll = time.monotonic()
         while not stop.is_set():
             started = time.monotonic()
@@ -433,6 +435,8 @@ class Poller:
                 next_poll = max(started + self.next_wait(), time.monotonic())
             stop.wait(max(0.0, next_poll - time.monotonic()))
         self.release()
+        if dispatching is not None:     # let sends in flight record their outcome
+            dispatching.join(self.dispatcher.drain + 1.0)
         logger.info("poller stopped")
 
 

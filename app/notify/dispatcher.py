@@ -38,14 +38,15 @@ class Dispatcher:
                  backoff: float = 5.0, backoff_max: float = 3600.0, lease: float = 120.0,
                  batch: int = 100, clock: Callable[[], datetime] = utcnow,
                  rng: Callable[[], float] = random.random, concurrency: int = 16,
-                 per_peer: int = 4):
+                 per_peer: int = 4, drain: float = 15.0):
         self.store, self.notifiers = store, dict(notifiers)
         self.max_attempts, self.backoff, self.backoff_max = max_attempts, backoff, backoff_max
         self.lease, self.batch, self.clock, self.rng = lease, batch, clock, rng
-        self.concurrency, self.per_peer = concurrency, per_peer
+        self.concurrency, self.per_peer, self.drain = concurrency, per_peer, drain
         self._wake = threading.Event()
         self._in_flight: dict[str, str] = {}        # delivery id -> peer
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)    # notified when a send ends
 
     @classmethod
     def from_config(cls, store, notifiers, config: Mapping[str, Any], **kwargs) -> "Dispatcher":
@@ -54,7 +55,8 @@ class Dispatcher:
                    backoff_max=config["NOTIFICATIONS_BACKOFF_MAX_SECONDS"],
                    lease=config["NOTIFICATIONS_LEASE_SECONDS"],
                    concurrency=config["NOTIFICATIONS_CONCURRENCY"],
-                   per_peer=config["NOTIFICATIONS_PER_PEER"], **kwargs)
+                   per_peer=config["NOTIFICATIONS_PER_PEER"],
+                   drain=config["NOTIFICATIONS_TIMEOUT"] + 5.0, **kwargs)
 
     def delay(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1``: exponential, with jitter in [½, 1]."""
@@ -99,9 +101,14 @@ class Dispatcher:
                 logger.exception("dispatcher pass failed")
             self._wake.wait(tick)
             self._wake.clear()
-        # Sends in flight finish on their own (each has its timeout); an unsent
-        # claimed delivery is sent again after its lease.
+        # Queued sends are dropped unclaimed; sends in flight get up to ``drain``
+        # seconds (their own timeout and a little) to finish and record their
+        # outcome, so a clean stop never leaves a delivered message to be sent again.
         pool.shutdown(wait=False, cancel_futures=True)
+        with self._idle:
+            if not self._idle.wait_for(lambda: not self._in_flight, timeout=self.drain):
+                logger.warning("dispatcher stopped with %d send(s) in flight; they are "
+                               "sent again after their lease", len(self._in_flight))
         logger.info("dispatcher stopped")
 
     def start_due(self, pool) -> int:
@@ -134,6 +141,7 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._in_flight.pop(delivery["id"], None)
+                self._idle.notify_all()
             self._wake.set()                 # a slot is free: start what waits for it
 
     def _deliver(self, uuid: str, delivery: dict[str, Any], now: datetime) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app.config import SETTINGS
 from app.logs import JsonFormatter
 from app.store import utcnow
 from tests.conftest import ROOT
@@ -108,6 +109,10 @@ def test_supervisord_runs_both_programs_bounds_their_logs_and_stops_them_gracefu
         assert program.getboolean("autorestart"), name
         assert program["stopsignal"] in ("TERM", "INT"), name
         assert int(program["stopwaitsecs"]) > graceful, name
+        # The poller's dispatcher lets sends in flight finish and record their outcome
+        # (NOTIFICATIONS_TIMEOUT + 5 s) before it exits.
+        if name == "poller":
+            assert int(program["stopwaitsecs"]) > SETTINGS["NOTIFICATIONS_TIMEOUT"].default + 5, name
         for stream in ("stdout", "stderr"):
             backups = int(program[f"{stream}_logfile_backups"])
             assert 1 <= backups <= 20, name

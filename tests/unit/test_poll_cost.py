@@ -237,3 +237,31 @@ def test_a_new_delivery_starts_within_0_2_s_of_being_queued(store):
     finally:
         stop.set()
         thread.join(2)
+
+
+def test_a_clean_stop_lets_a_send_in_flight_record_that_it_was_sent(store):
+    """A stop (SIGTERM from supervisord) during a send waits for it, so the record says
+    `sent` and no restarted dispatcher sends the message a second time."""
+    gate, sending = threading.Event(), threading.Event()
+
+    class Slow(RecordingNotifier):
+        def send(self, event, params, target, delivery_id):
+            sending.set()
+            gate.wait(5)
+            super().send(event, params, target, delivery_id)
+
+    hook = Slow("webhook")
+    uuid = add_task(store, 1, methods=("webhook",), webhook_url="https://slow.example/x")
+    slurm = PollSlurm()
+    slurm.jobs[1] = make_job(1, "COMPLETED")
+    poller = Poller(store, slurm, Dispatcher(store, {"webhook": hook}, drain=5), interval=0.05)
+    stop = threading.Event()
+    runner = threading.Thread(target=poller.run, args=(stop,), daemon=True)
+    runner.start()
+    assert sending.wait(5)
+    stop.set()
+    threading.Timer(0.3, gate.set).start()            # the peer answers after the stop
+    runner.join(5)
+    assert not runner.is_alive()
+    assert len(hook.sent) == 1
+    assert store.get(uuid)["deliveries"][0]["status"] == "sent"

@@ -24,6 +24,16 @@ class ClusterView:
         self.cycles = 0
         self.failures = 0
         self.leading = False
+        # v0.0.40+: "has any job changed since probe_since?" (GET /jobs?update_time=).
+        self.probe_since: int | None = None   # slurmctld's time before the last full look
+        self.probe_backoff = 0                # cycles without probing after a busy answer
+        self.probe_skip = 0                   # of those, still to go
+        self.probes = 0                       # probe cycles since the last full look
+        self.known_jobs = 0                   # jobs in slurmctld's last job list
+
+    def forget_probe(self) -> None:
+        """The next cycle looks at every watched job (after a failure, a new lease)."""
+        self.probe_since, self.probes = None, 0
 
     def refresh(self, client) -> set[int] | None:
         """One request: every job, or "no change since the last one". Returns the ids
@@ -60,6 +70,7 @@ class Watched:
         self.submits: set[str] = set()       # unanswered submits, looked for every cycle
         self.dirty: set[str] = set()         # new or changed elsewhere: look whatever Slurm says
         self.missing: set[str] = set()       # Slurm did not list their job last time
+        self.unsettled: set[str] = set()     # ended but still completing: look again
 
     def put(self, record: dict[str, Any]) -> None:
         uuid = record["task"]["uuid"]
@@ -87,6 +98,7 @@ class Watched:
         if not keep_marks:
             self.dirty.discard(uuid)
             self.missing.discard(uuid)
+            self.unsettled.discard(uuid)
 
 
 # An array ends with the worst of its elements' ends.

@@ -58,6 +58,13 @@ logger = logging.getLogger(__name__)
 
 SUBMITTING_GRACE = 60.0       # seconds a SUBMITTING record may be in flight
 STATE_BATCH = 500             # job ids per GET /jobs/state, unless the adapter says
+# v0.0.40+: a quiet cycle asks slurmctld "any job changed since T?" (one small answer);
+# a yes brings slurmctld's whole job list (about 10 kB a job), so:
+PROBE_MIN_TASKS = 100         # fewer watched jobs: /jobs/state for them is as cheap
+PROBE_MAX_JOBS = 10_000       # no probe when that list would be longer (Slurm's default
+                              # MaxJobCount): look at our jobs with /jobs/state instead
+PROBE_MAX_SKIP = 32           # after a busy answer, cycles without probing (doubling)
+PROBE_FULL_EVERY = 30         # look at every watched job at least every this many cycles
 CLOCK_SKEW = 2.0              # seconds the store's writers' clocks may disagree
 EVENTS_FRESH = 10             # intervals after the last event during which events count
 
@@ -86,6 +93,7 @@ class Poller:
         self.watermark: datetime | None = None           # store changes read up to here
         self.events_fresh: dict[str, bool] = {}
         self.skew = CLOCK_SKEW
+        self.probe_min_tasks, self.probe_max_jobs = PROBE_MIN_TASKS, PROBE_MAX_JOBS
 
     @property
     def failures(self) -> int:
@@ -189,6 +197,7 @@ class Poller:
                 todo = self._look(view, watched, counts)
             except SlurmProxyError as exc:
                 view.failures += 1
+                view.forget_probe()                   # a look cut short: look again in full
                 counts["slurm_ok"] = False
                 counts["errors"] += 1
                 logger.warning("poll: cluster %s: slurmrestd failed (%d in a row): %s",
@@ -228,6 +237,7 @@ class Poller:
         if leading and not view.leading:
             logger.info("poller %s leads cluster %s", self.holder, view.name)
             view.update_time, view.cycles = None, 0
+            view.forget_probe()
             watched.dirty |= set(watched.tasks)
         elif view.leading and not leading:
             logger.warning("poller %s lost the lease of cluster %s; standing by",
@@ -254,13 +264,80 @@ class Poller:
         modern = getattr(getattr(client, "adapter", None), "has_jobs_state", False) \
             and hasattr(client, "get_job_states")
         todo: list[tuple[dict[str, Any], JobInfo | None]] = []
-        if modern:
-            watch = [r for u, r in watched.tasks.items() if u not in watched.listing]
-            if watch:
-                todo += self._look_by_state(view, client, watched, watch, counts)
+        if modern and len(watched.tasks) > len(watched.listing):
+            todo += self._look_modern(view, client, watched, counts)
         if not modern or watched.listing:
             todo += self._look_by_listing(view, client, watched, modern, counts)
         return todo
+
+    def _look_modern(self, view, client, watched, counts):
+        """v0.0.40+. When slurmctld has said "no change" lately, one ``GET
+        /jobs?update_time=T`` (a few hundred bytes): on "no change" only the tasks that
+        need a look anyway (new, missing, still completing) are asked about. Otherwise,
+        or when the probe brings a job list, every watched job: from that list, or by
+        ``/jobs/state`` (our jobs only) and ``GET /job/{id}`` for the changed ones.
+
+        T is slurmctld's own time, taken before a full look (``slurmctld_time``) or from
+        the job list; slurmctld answers "no change" only when its last job change is
+        older than T (``last_update - 1 >= last_job_update``), so a change in the same
+        second as T is still reported."""
+        if view.probe_skip:
+            view.probe_skip -= 1
+        elif view.probe_since is not None and view.probes < PROBE_FULL_EVERY:
+            view.probes += 1
+            answer = client.get_jobs_since(view.probe_since)
+            counts["slurm_requests"] += 1
+            view.failures = 0
+            if answer.unchanged:
+                view.probe_backoff = 0
+                hot = (watched.dirty | watched.missing | watched.unsettled) - watched.listing
+                records = [watched.tasks[u] for u in hot if u in watched.tasks]
+                return self._look_by_state(view, client, watched, records, counts) \
+                    if records else []
+            # Some job changed: the answer is slurmctld's whole list. Use it, and on a
+            # busy cluster probe less often (each busy answer costs a whole list).
+            view.probe_since, view.known_jobs = answer.update_time, len(answer.jobs)
+            view.probe_backoff = min(PROBE_MAX_SKIP, max(1, 2 * view.probe_backoff))
+            view.probe_skip = view.probe_backoff
+            if view.known_jobs > self.probe_max_jobs:
+                view.forget_probe()
+            return self._look_in_list(watched, answer.jobs)
+        records = [r for u, r in watched.tasks.items() if u not in watched.listing]
+        since = None
+        if view.probe_skip == 0 and self.probe_min_tasks <= len(records) \
+                and max(len(records), view.known_jobs) <= self.probe_max_jobs:
+            # slurmctld's time before we look: any later change shows in the next probe.
+            since = client.slurmctld_time(min(r["slurm_job_id"] for r in records))
+            counts["slurm_requests"] += 1
+        todo = self._look_by_state(view, client, watched, records, counts)
+        view.probe_since, view.probes = since, 0
+        return todo
+
+    def _look_in_list(self, watched, jobs):
+        """The tasks whose job changed, from slurmctld's whole job list."""
+        by_id = {j.job_id: j for j in jobs}
+        todo = []
+        for uuid, record in watched.tasks.items():
+            if uuid in watched.listing:
+                continue
+            job = by_id.get(record["slurm_job_id"])
+            watched.dirty.discard(uuid)
+            if job is None:
+                todo.append((record, None))
+            elif self._is_news(watched, uuid, record, job.state, job.state_flags):
+                todo.append((record, job))
+        return todo
+
+    @staticmethod
+    def _is_news(watched, uuid, record, base, flags) -> bool:
+        """Whether a job's (state, flags) is worth reading in full and recording: a
+        settled state other than the task's (or the task was missing). An ended job
+        still completing is looked at again next cycle."""
+        if base in TERMINAL_STATES and not is_terminal(base, flags):
+            watched.unsettled.add(uuid)
+            return False
+        watched.unsettled.discard(uuid)
+        return base != record["slurm_job_state"] or uuid in watched.missing
 
     def _look_by_state(self, view, client, watched, records, counts):
         ids = sorted({r["slurm_job_id"] for r in records})
@@ -278,16 +355,15 @@ class Poller:
             if seen is None:
                 todo.append((record, None))
                 continue
-            base, flags = seen
-            settled = base if (base not in TERMINAL_STATES or is_terminal(base, flags)) else None
-            if settled is None or (settled == record["slurm_job_state"]
-                                   and uuid not in watched.missing):
+            if not self._is_news(watched, uuid, record, *seen):
                 continue
             try:
                 job = client.get_job(job_id)
             except SlurmJobNotFound:
                 job = None
             counts["slurm_requests"] += 1
+            if job is not None and job.state in TERMINAL_STATES and not job.is_terminal:
+                watched.unsettled.add(uuid)   # /jobs/state was ahead of the job's detail
             todo.append((record, job))
         return todo
 

@@ -157,6 +157,16 @@ class SlurmClient:
             out.update(adapter.parse_jobs_state(body))
         return out
 
+    def slurmctld_time(self, job_id: int) -> int | None:
+        """slurmctld's clock now, in whole seconds: the ``last_update`` of a ``GET
+        /job/{id}`` answer (v0.0.40+; slurmctld stamps every job answer with its own
+        ``time(NULL)``). None when the job is gone or the version does not say."""
+        try:
+            body = self._get(self.adapter.job_path(job_id), what=f"job {job_id}")
+        except SlurmJobNotFound:
+            return None
+        return self.adapter.last_update(body)
+
     def get_db_job(self, job_id: int) -> JobInfo:
         """The accounting record of a job slurmctld has forgotten (needs slurmdbd)."""
         adapter = self.adapter

@@ -1,11 +1,12 @@
 """The poller against slurmrestd stand-ins (pytest-httpserver) serving the answers
 recorded on real Slurm 24.11.7 and 26.05.3: on v0.0.40+ only our own jobs are asked
-about (/jobs/state), only changed ones read in full; "no change" (200, "jobs": [] and a
-warning) leaves every task alone."""
+about (/jobs/state), only changed ones read in full; then a quiet cycle is one "any
+change since T?" (200, "jobs": [] and a warning), which leaves every task alone."""
 from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 from werkzeug import Response
@@ -31,6 +32,15 @@ def recorded(release, version, name):
     return json.loads((FIXTURES / release / f"v{version}" / name).read_text())
 
 
+def unchanged_answer(release, version):
+    """The recorded "no change since update_time" answer. The 24.11.7 recordings did not
+    ask it; 24.11 answers as 26.05 does (DESIGN.md section 4), so those use 26.05.3's
+    v0.0.42 answer."""
+    if (FIXTURES / release / f"v{version}" / "jobs_since_unchanged.json").exists():
+        return recorded(release, version, "jobs_since_unchanged.json")
+    return recorded("slurm-26.05.3", "0.0.42", "jobs_since_unchanged.json")
+
+
 def client_for(httpserver, version):
     auth = SlurmAuth("key", "slurm", key=b"k" * 32, lifespan=600)
     return SlurmClient(Transport(httpserver.url_for("/").rstrip("/"), auth), version)
@@ -44,16 +54,26 @@ def snapshot(store, uuids):
 def test_only_our_jobs_are_watched_and_only_a_changed_one_is_read(httpserver, release, version):
     states = recorded(release, version, "jobs_state.json")
     completed = recorded(release, version, "job_completed.json")
+    running = recorded(release, version, "job_running.json")
+    unchanged = unchanged_answer(release, version)
     done_id = completed["jobs"][0]["job_id"]
     prefix = f"/slurm/v{version}"
     asked: list[str] = []
+    probes: list[str] = []
 
     def jobs_state(request):
         asked.append(request.args.get("job_id", ""))
         return Response(json.dumps(states), content_type="application/json")
 
+    def jobs(request):                       # nothing changes after the first look
+        probes.append(request.args["update_time"])
+        return Response(json.dumps(unchanged), content_type="application/json")
+
     httpserver.expect_request(f"{prefix}/jobs/state").respond_with_handler(jobs_state)
+    httpserver.expect_request(f"{prefix}/jobs").respond_with_handler(jobs)
     httpserver.expect_request(f"{prefix}/job/{done_id}").respond_with_json(completed)
+    # Any other job: the recorded running one (its last_update is slurmctld's clock).
+    httpserver.expect_request(re.compile(rf"{re.escape(prefix)}/job/\d+")).respond_with_json(running)
     store, email = MemoryTaskStore(), RecordingNotifier()
     owner = completed["jobs"][0]["user_name"]
     uuids = {}
@@ -66,28 +86,36 @@ def test_only_our_jobs_are_watched_and_only_a_changed_one_is_read(httpserver, re
                                      else state, username=owner)
     poller = Poller(store, client_for(httpserver, version),
                     Dispatcher(store, {"email": email}))
+    poller.probe_min_tasks = 1         # probe however few tasks (the default is 100)
     poller.run_once()
-    # One /jobs/state request naming exactly our active jobs; one full read, of the
-    # job whose state changed.
+    # slurmctld's clock first (one job's answer), then one /jobs/state request naming
+    # exactly our active jobs; one full read, of the job whose state changed.
     assert [sorted(int(i) for i in a.split(",")) for a in asked] == [sorted(uuids)]
     full = [r.path for r, _ in httpserver.log if "/job/" in r.path]
-    assert full == [f"{prefix}/job/{done_id}"]
+    assert full == [f"{prefix}/job/{min(uuids)}", f"{prefix}/job/{done_id}"]
+    assert not probes
+    clock = str(running["last_update"]["number"])
     others = [u for j, u in uuids.items() if j != done_id]
     before = snapshot(store, others)
     if is_terminal(*normalize_state(completed["jobs"][0]["job_state"])):
         assert store.get(uuids[done_id])["slurm_job_state"] == "COMPLETED"
         assert [e["state"] for e, *_ in email.sent] == ["COMPLETED"]
-        # Next cycle: the finished task is no longer asked about, nothing read in full.
-        poller.run_once()
-        assert sorted(int(i) for i in asked[-1].split(",")) == \
-            sorted(j for j in uuids if j != done_id)
+        # Next cycles: "any change since slurmctld's time before that look?" answered
+        # "no": no job is asked about, nothing read in full, nothing written.
+        for _ in range(3):
+            counts = poller.run_once()
+            assert counts["errors"] == 0 and counts["changed"] == 0
+        assert probes == [clock] * 3 and len(asked) == 1
         assert [r.path for r, _ in httpserver.log if "/job/" in r.path] == full
     else:
         # Recorded while slurmctld still finished it (COMPLETED+COMPLETING): nothing is
         # recorded yet, and the next cycle reads it again.
         assert store.get(uuids[done_id])["slurm_job_state"] == "RUNNING" and not email.sent
         poller.run_once()
-        assert [r.path for r, _ in httpserver.log if "/job/" in r.path] == full * 2
+        # "No change" since, but a job still completing is asked about again, alone.
+        assert probes == [clock] and asked[-1] == str(done_id)
+        assert [r.path for r, _ in httpserver.log if "/job/" in r.path] == \
+            full + [f"{prefix}/job/{done_id}"]
     assert snapshot(store, others) == before
 
 

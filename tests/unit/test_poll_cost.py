@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.errors import SlurmJobNotFound
+from app.errors import SlurmJobNotFound, SlurmUnavailable
 from app.notify.dispatcher import Dispatcher
 from app.poller import Poller
 from app.slurm.versions import JobInfo, JobsSince
@@ -103,29 +103,66 @@ def test_a_quiet_cycle_reads_and_writes_no_task_record(store):
     assert store.get(uuid)["slurm_job_state"] == "RUNNING"
 
 
+class CtldJobs(dict):
+    """slurmctld's jobs: any change moves its ``last_job_update`` to its clock's now."""
+
+    def __init__(self, ctld):
+        super().__init__()
+        self.ctld = ctld
+
+    def __setitem__(self, job_id, job):
+        super().__setitem__(job_id, job)
+        self.ctld.last_job_update = self.ctld.now
+
+
 class StateSlurm:
-    """slurmrestd v0.0.40+ as the poller sees it: /jobs/state batched, /job/{id}."""
+    """slurmrestd v0.0.40+ as the poller sees it: /jobs/state batched, /job/{id}, and
+    ``GET /jobs?update_time=T``, which answers "no change" exactly as slurmctld decides
+    it (``T - 1 >= last_job_update``) and otherwise lists every job."""
 
     class adapter:
         has_jobs_state = True
 
     def __init__(self):
-        self.jobs: dict[int, JobInfo] = {}
+        self.now, self.last_job_update = 1_000_000, 0      # slurmctld's clock, seconds
+        self.jobs: dict[int, JobInfo] = CtldJobs(self)
         self.calls: list[tuple] = []
+        self.down = False
+
+    def _call(self, *call):
+        if self.down:
+            raise SlurmUnavailable("slurmrestd at http://x is not reachable.")
+        self.calls.append(call)
 
     def get_job_states(self, job_ids):
-        self.calls.append(("state", tuple(job_ids)))
+        self._call("state", tuple(job_ids))
         return {i: (self.jobs[i].state, self.jobs[i].state_flags) for i in job_ids
                 if i in self.jobs}
 
     def get_job(self, job_id):
-        self.calls.append(("job", job_id))
+        self._call("job", job_id)
         if job_id not in self.jobs:
             raise SlurmJobNotFound("gone")
         return self.jobs[job_id]
 
+    def slurmctld_time(self, job_id):
+        self._call("clock", job_id)
+        return self.now if job_id in self.jobs else None
+
     def get_jobs_since(self, update_time):
-        raise AssertionError("no job listing on v0.0.40+ when /jobs/state serves")
+        self._call("since", update_time)
+        if update_time is not None and update_time - 1 >= self.last_job_update:
+            return JobsSince(None, update_time)
+        return JobsSince(list(self.jobs.values()), self.now)
+
+    def kinds(self):
+        return [c[0] for c in self.calls]
+
+
+def probing(poller):
+    """A poller that probes however few tasks it watches (PROBE_MIN_TASKS is 100)."""
+    poller.probe_min_tasks = 1
+    return poller
 
 
 def test_on_v0040_only_our_jobs_are_asked_and_only_changed_ones_read_in_full(store):
@@ -134,22 +171,154 @@ def test_on_v0040_only_our_jobs_are_asked_and_only_changed_ones_read_in_full(sto
     for i in range(1200):
         add_task(store, 1 + i, state="RUNNING")
         slurm.jobs[1 + i] = make_job(1 + i, "RUNNING")
+    slurm.now += 5
     poller = Poller(store, slurm, Dispatcher(store, {"email": email}))
     poller.run_once()
+    # slurmctld's clock, then our jobs' states in batches; nothing read in full.
+    assert slurm.calls[0] == ("clock", 1)
     batches = [c for c in slurm.calls if c[0] == "state"]
     assert [len(c[1]) for c in batches] == [500, 500, 200]
-    assert not [c for c in slurm.calls if c[0] == "job"]
-    slurm.calls.clear()
+    assert "job" not in slurm.kinds()
+    # Quiet cycles: one "any change since?" each, answered "no"; nothing else.
+    for _ in range(3):
+        slurm.calls.clear()
+        slurm.now += 10
+        assert poller.run_once()["changed"] == 0
+        assert slurm.calls == [("since", 1_000_005)]
+    # Two jobs end: the answer is slurmctld's job list, which is their detail too.
     slurm.jobs[7] = make_job(7, "COMPLETED")
     slurm.jobs[8] = make_job(8, "CANCELLED", flags=("COMPLETING",))   # not settled yet
-    poller.run_once()
-    assert [c for c in slurm.calls if c[0] == "job"] == [("job", 7)]
-    assert len(email.sent) == 1
+    slurm.calls.clear()
+    assert poller.run_once()["changed"] == 1
+    assert slurm.kinds() == ["since"] and len(email.sent) == 1
+    # After a busy answer the next cycle looks at our jobs (/jobs/state) and takes
+    # slurmctld's time again first; the one still completing is looked at in any case.
     slurm.jobs[8] = make_job(8, "CANCELLED")
     slurm.calls.clear()
-    poller.run_once()
-    assert [c for c in slurm.calls if c[0] == "job"] == [("job", 8)]
+    slurm.now += 10
+    assert poller.run_once()["changed"] == 1
+    assert slurm.kinds() == ["clock", "state", "state", "state", "job"]
     assert sum(len(c[1]) for c in slurm.calls if c[0] == "state") == 1199   # 7 is done
+    assert len(email.sent) == 2
+    slurm.calls.clear()
+    slurm.now += 10
+    assert poller.run_once()["changed"] == 0
+    assert slurm.calls == [("since", 1_000_045)]
+
+
+def test_v0040_a_change_in_the_same_second_as_the_look_is_not_missed(store):
+    """slurmctld's times are whole seconds: a job that changes in the very second the
+    poller looked (after its look) is still reported by the next probe."""
+    slurm = StateSlurm()
+    uuid = add_task(store, 1, state="RUNNING")
+    slurm.jobs[1] = make_job(1, "RUNNING")
+    poller = probing(Poller(store, slurm, None))
+    poller.run_once()                                  # looks at second 1_000_000
+    slurm.jobs[1] = make_job(1, "COMPLETED")           # ... and it ends in that second
+    assert poller.run_once()["changed"] == 1
+    assert store.get(uuid)["slurm_job_state"] == "COMPLETED"
+
+
+def test_v0040_new_and_missing_tasks_are_asked_about_on_a_quiet_cycle(store):
+    slurm = StateSlurm()
+    add_task(store, 1, state="RUNNING")
+    slurm.jobs[1] = make_job(1, "RUNNING")
+    # A job submitted before the poller's look, whose task a web worker stores after
+    # it: no later change on slurmctld will announce it.
+    slurm.jobs[2] = make_job(2, "RUNNING")
+    slurm.now += 1
+    poller = probing(Poller(store, slurm, None))
+    poller.skew = 0
+    poller.run_once()
+    slurm.now += 10
+    slurm.calls.clear()
+    poller.run_once()
+    assert slurm.kinds() == ["since"]
+    next_millisecond()
+    late = add_task(store, 2, state="PENDING")
+    slurm.calls.clear()
+    assert poller.run_once()["changed"] == 1
+    assert slurm.kinds() == ["since", "state", "job"]
+    assert [c[1] for c in slurm.calls if c[0] == "state"] == [(2,)]
+    assert store.get(late)["slurm_job_state"] == "RUNNING"
+
+
+def test_v0040_a_failed_cycle_or_a_long_quiet_stretch_means_a_full_look(store):
+    from app.poller import PROBE_FULL_EVERY
+    slurm = StateSlurm()
+    add_task(store, 1, state="RUNNING")
+    slurm.jobs[1] = make_job(1, "RUNNING")
+    slurm.now += 1
+    poller = probing(Poller(store, slurm, None))
+    poller.run_once()
+    slurm.down = True
+    assert poller.run_once()["errors"] == 1
+    slurm.down = False
+    slurm.calls.clear()
+    poller.run_once()
+    assert slurm.kinds() == ["clock", "state"]         # not a probe from before the failure
+    slurm.calls.clear()
+    for _ in range(PROBE_FULL_EVERY + 1):
+        poller.run_once()
+    assert slurm.kinds().count("since") == PROBE_FULL_EVERY
+    assert slurm.kinds().count("state") == 1
+
+
+def test_v0040_on_a_busy_cluster_whole_job_lists_become_rare(store):
+    """Each "something changed" costs slurmctld's whole job list; when that keeps
+    happening, the poller probes less and less often (1, 2, 4, ... 32 cycles apart)
+    and looks at just our jobs (/jobs/state) in between."""
+    from app.poller import PROBE_MAX_SKIP
+    slurm = StateSlurm()
+    add_task(store, 1, state="RUNNING")
+    slurm.jobs[1] = make_job(1, "RUNNING")
+    poller = probing(Poller(store, slurm, None))
+    poller.run_once()
+    lists = 0
+    for cycle in range(200):
+        slurm.now += 10
+        slurm.jobs[10_000 + cycle] = make_job(10_000 + cycle, "RUNNING", user="other")
+        slurm.calls.clear()
+        poller.run_once()
+        lists += slurm.kinds().count("since")
+    assert lists <= 200 // PROBE_MAX_SKIP + 6, lists
+    # ... and our own job's end is still seen in the next cycle, probe or not.
+    for cycle in range(40):
+        slurm.now += 10
+        slurm.jobs[20_000 + cycle] = make_job(20_000 + cycle, "RUNNING", user="other")
+        if cycle == 17:
+            slurm.jobs[1] = make_job(1, "COMPLETED")
+        counts = poller.run_once()
+        if cycle == 17:
+            assert counts["changed"] == 1
+
+
+def test_v0040_no_probe_when_slurmctld_knows_too_many_jobs(store):
+    slurm = StateSlurm()
+    for i in range(5):
+        add_task(store, 1 + i, state="RUNNING")
+        slurm.jobs[1 + i] = make_job(1 + i, "RUNNING")
+    poller = probing(Poller(store, slurm, None))
+    poller.probe_max_jobs = 4                         # as if 5 jobs were 10,001
+    for _ in range(3):
+        slurm.calls.clear()
+        slurm.now += 10
+        poller.run_once()
+        assert slurm.kinds() == ["state"]
+
+
+def test_v0040_few_watched_jobs_are_just_asked_about(store):
+    """Below PROBE_MIN_TASKS, /jobs/state for our jobs costs no more than a probe, and
+    never a whole job list on a busy cluster."""
+    slurm = StateSlurm()
+    add_task(store, 1, state="RUNNING")
+    slurm.jobs[1] = make_job(1, "RUNNING")
+    poller = Poller(store, slurm, None)
+    for _ in range(3):
+        slurm.calls.clear()
+        slurm.now += 10
+        poller.run_once()
+        assert slurm.calls == [("state", (1,))]
 
 
 def test_two_pollers_one_leads_the_other_takes_over_when_the_lease_runs_out(store):

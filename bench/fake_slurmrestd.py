@@ -6,7 +6,9 @@ It answers like the recorded slurmrestd of that version (the recorded job, re-nu
 for a cluster of ``ours`` jobs (ids 1..ours) and ``others`` jobs of other people:
 ``GET /jobs[?update_time=]`` (every job, or "no change" as that version says it:
 304 on v0.0.38, 200 with "jobs": [] and a warning on v0.0.40+), ``GET /jobs/state``
-and ``GET /job/{id}``. It counts requests and body bytes sent.
+and ``GET /job/{id}``. It counts requests and body bytes sent. On v0.0.40+ "no change"
+is decided as slurmctld does: ``update_time - 1 >= last_job_update`` in whole seconds,
+and every answer's ``last_update`` is its clock's now.
 
 Control (not part of slurmrestd): ``/control?ours=N&others=M`` (all RUNNING),
 ``/finish?first=K`` (our jobs 1..K end COMPLETED), ``/touch`` (someone else's job
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -42,7 +45,17 @@ def template(job: dict) -> tuple[str, str]:
 
 RUN_T, DONE_T = template(RUNNING), template(COMPLETED)
 STATE = {"ours": 0, "others": 0, "done": 0, "changed": True, "requests": 0, "bytes": 0,
-         "listing": b""}
+         "listing": b"", "last_job_update": 0}
+
+
+def changed() -> None:
+    STATE.update(changed=True, last_job_update=int(time.time()))
+
+
+def envelope() -> dict:
+    if not MODERN:
+        return ENVELOPE
+    return {**ENVELOPE, "last_update": {"set": True, "infinite": False, "number": int(time.time())}}
 
 
 def job_text(job_id: int) -> str:
@@ -54,8 +67,8 @@ def listing() -> bytes:
     if not STATE["listing"]:
         ids = list(range(1, STATE["ours"] + 1)) + \
             list(range(10_000_000, 10_000_000 + STATE["others"]))
-        envelope = json.dumps({**ENVELOPE, "jobs": ["@@"]})
-        STATE["listing"] = envelope.replace('"@@"', ",".join(job_text(i) for i in ids)).encode()
+        text = json.dumps({**envelope(), "jobs": ["@@"]})
+        STATE["listing"] = text.replace('"@@"', ",".join(job_text(i) for i in ids)).encode()
     return STATE["listing"]
 
 
@@ -82,22 +95,29 @@ class Handler(BaseHTTPRequestHandler):
         path = url.path
         if path == "/control":
             STATE.update(ours=int(query["ours"]), others=int(query["others"]), done=0,
-                         changed=True, listing=b"")
+                         listing=b"")
+            changed()
             return self.send(204, count=False)
         if path == "/finish":
-            STATE.update(done=int(query["first"]), changed=True, listing=b"")
+            STATE.update(done=int(query["first"]), listing=b"")
+            changed()
             return self.send(204, count=False)
         if path == "/touch":
-            STATE.update(changed=True)
+            changed()
             return self.send(204, count=False)
         if path == "/stats":
             body = json.dumps({"requests": STATE["requests"], "bytes": STATE["bytes"]}).encode()
             STATE.update(requests=0, bytes=0)
             return self.send(200, body, count=False)
         if path == f"{PREFIX}/jobs":
-            if "update_time" in query and not STATE["changed"]:
-                return self.send(200, UNCHANGED) if MODERN else self.send(304)
+            if MODERN and "update_time" in query \
+                    and int(query["update_time"]) - 1 >= STATE["last_job_update"]:
+                return self.send(200, UNCHANGED)
+            if not MODERN and "update_time" in query and not STATE["changed"]:
+                return self.send(304)
             STATE["changed"] = False
+            if MODERN:                  # its last_update is now (not cached with the list)
+                STATE["listing"] = b""
             return self.send(200, listing())
         if path == f"{PREFIX}/jobs/state":
             ids = [int(i) for i in query.get("job_id", "").split(",") if i]
@@ -106,7 +126,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, json.dumps({**ENVELOPE, "jobs": jobs}).encode())
         if path.startswith(f"{PREFIX}/job/"):
             job_id = int(path.rsplit("/", 1)[1])
-            body = json.dumps({**ENVELOPE, "jobs": ["@@"]}).replace('"@@"', job_text(job_id))
+            body = json.dumps({**envelope(), "jobs": ["@@"]}).replace('"@@"', job_text(job_id))
             return self.send(200, body.encode())
         self.send(404, b"{}")
 

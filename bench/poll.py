@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import statistics
 import subprocess
@@ -62,6 +63,8 @@ class FakeSlurmrestd:
         self.session = requests.Session()
         self.session.trust_env = False
         self.version = version
+        with open(os.path.join(recording, "job_running.json")) as fh:
+            self.user = json.load(fh)["jobs"][0]["user_name"]   # tasks are this user's
 
     def __call__(self, path: str, **params):
         resp = self.session.get(self.base + path, params=params, timeout=600)
@@ -94,9 +97,9 @@ TEMPLATE_TASK = {"uuid": "", "username": "someone", "name": "generic", "cwd": "/
                  "notification": {"methods": [], "params": {}}}
 
 
-def tasks_in(store, n: int) -> None:
+def tasks_in(store, n: int, user: str = "someone") -> None:
     for i in range(1, n + 1):
-        task = dict(copy.deepcopy(TEMPLATE_TASK), uuid=str(uuid.uuid4()))
+        task = dict(copy.deepcopy(TEMPLATE_TASK), uuid=str(uuid.uuid4()), username=user)
         store.insert(new_record(task, state="RUNNING", source="submit", job_id=i))
 
 
@@ -108,11 +111,18 @@ def measure(poller, fake) -> tuple[float, dict, dict]:
     return cpu, counts, fake("/stats")
 
 
-def settle(poller) -> None:
-    """Let CLOCK_SKEW pass, then one cycle reads back the last writes: what follows is
-    a cycle in which nothing changed anywhere."""
-    time.sleep(poller.skew + 0.05)
-    poller.run_once()
+def settle(poller, fake) -> None:
+    """Let CLOCK_SKEW (and slurmctld's current second) pass, then cycles until one costs
+    slurmrestd a single request: the poller has read back its last writes and (v0.0.40+)
+    holds a time after the last change. What follows is a cycle in which nothing
+    changed anywhere."""
+    time.sleep(poller.skew + 1.05)
+    for _ in range(8):
+        fake("/stats")
+        poller.run_once()
+        if fake("/stats")["requests"] <= 1:
+            return
+        time.sleep(1.05)
 
 
 def cycle_part(sizes) -> None:
@@ -132,11 +142,11 @@ def cycle_part(sizes) -> None:
                           f"(~4 kB a job): not run at this size")
                     continue
                 store = MemoryTaskStore()
-                tasks_in(store, n)
+                tasks_in(store, n, fake.user)
                 fake("/control", ours=n, others=0)
                 poller = Poller(store, fake.client(), None, interval=10, lost_after=600)
                 poller.run_once()                          # loads the tasks
-                settle(poller)
+                settle(poller, fake)
                 cpu, counts, stats = measure(poller, fake)
                 assert counts["active"] == n and counts["changed"] == 0, counts
                 k = min(n, 1000)
@@ -164,12 +174,12 @@ def neighbours_part(ours: int = 10, others: int = 5000) -> None:
                 ways = [("before and after: job list", True)]
             for label, listing in ways:
                 store = MemoryTaskStore()
-                tasks_in(store, ours)
+                tasks_in(store, ours, fake.user)
                 fake("/control", ours=ours, others=others)
                 client = fake.client()
                 poller = Poller(store, ListingOnly(client) if listing else client, None)
                 poller.run_once()
-                settle(poller)
+                settle(poller, fake)
                 fake("/touch")                      # someone else's job changed
                 cpu, _, busy = measure(poller, fake)
                 _, _, quiet = measure(poller, fake)  # nothing changed since

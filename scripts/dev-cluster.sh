@@ -96,7 +96,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
 SchedulerParameters=batch_sched_delay=0
-MinJobAge=3600
+MinJobAge=300
 SlurmdParameters=config_overrides
 MailProg=/bin/true
 PrivateData=jobs

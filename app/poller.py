@@ -285,7 +285,9 @@ class Poller:
             view.probe_skip -= 1
         elif view.probe_since is not None and view.probes < PROBE_FULL_EVERY:
             view.probes += 1
-            answer = client.get_jobs_since(view.probe_since)
+            listed: set[int] = set()
+            answer = client.get_jobs_since(view.probe_since,
+                                           keep=self._keeper(watched, listed))
             counts["slurm_requests"] += 1
             view.failures = 0
             if answer.unchanged:
@@ -296,12 +298,12 @@ class Poller:
                     if records else []
             # Some job changed: the answer is slurmctld's whole list. Use it, and on a
             # busy cluster probe less often (each busy answer costs a whole list).
-            view.probe_since, view.known_jobs = answer.update_time, len(answer.jobs)
+            view.probe_since, view.known_jobs = answer.update_time, answer.listed
             view.probe_backoff = min(PROBE_MAX_SKIP, max(1, 2 * view.probe_backoff))
             view.probe_skip = view.probe_backoff
             if view.known_jobs > self.probe_max_jobs:
                 view.forget_probe()
-            return self._look_in_list(watched, answer.jobs)
+            return self._look_in_list(watched, answer.jobs, listed)
         records = [r for u, r in watched.tasks.items() if u not in watched.listing]
         since = None
         if view.probe_skip == 0 and self.probe_min_tasks <= len(records) \
@@ -313,19 +315,32 @@ class Poller:
         view.probe_since, view.probes = since, 0
         return todo
 
-    def _look_in_list(self, watched, jobs):
-        """The tasks whose job changed, from slurmctld's whole job list."""
+    def _keeper(self, watched, listed: set[int]):
+        """For ``parse_jobs``: note which of our jobs slurmctld lists, and keep (read in
+        full) only those with news for one of their tasks."""
+        def keep(job_id: int, base: str, flags: tuple[str, ...]) -> bool:
+            uuids = watched.by_job.get(job_id)
+            if not uuids:
+                return False
+            listed.add(job_id)
+            return any([self._is_news(watched, u, watched.tasks[u], base, flags)
+                        for u in uuids if u not in watched.listing])
+        return keep
+
+    def _look_in_list(self, watched, jobs, listed: set[int]):
+        """The tasks whose job changed, from slurmctld's whole job list: ``jobs`` those
+        with news, ``listed`` the ids of all of ours it lists."""
         by_id = {j.job_id: j for j in jobs}
         todo = []
         for uuid, record in watched.tasks.items():
             if uuid in watched.listing:
                 continue
-            job = by_id.get(record["slurm_job_id"])
             watched.dirty.discard(uuid)
-            if job is None:
+            job_id = record["slurm_job_id"]
+            if job_id not in listed:
                 todo.append((record, None))
-            elif self._is_news(watched, uuid, record, job.state, job.state_flags):
-                todo.append((record, job))
+            elif job_id in by_id:
+                todo.append((record, by_id[job_id]))
         return todo
 
     @staticmethod

@@ -21,6 +21,7 @@ from ..errors import (ConfigError, SlurmAuthError, SlurmError, SlurmJobFinished,
 from .transport import Response, Transport
 from .versions import (ADAPTERS, Adapter, DiagInfo, JobInfo, JobsSince, NodeInfo,
                        PartitionInfo, PingInfo, version_key)
+from .versions.base import decode_job_list
 
 logger = logging.getLogger(__name__)
 
@@ -123,19 +124,20 @@ class SlurmClient:
     def get_jobs(self) -> list[JobInfo]:
         return self.adapter.parse_jobs(self.raw("jobs"))
 
-    def get_jobs_since(self, update_time: int | None) -> JobsSince:
+    def get_jobs_since(self, update_time: int | None, keep=None) -> JobsSince:
         """The jobs that changed since ``update_time`` (every job slurmctld knows, as
         slurmrestd has no finer answer), or ``unchanged`` when nothing did.
 
         ``update_time`` of the answer is what to ask from next, in slurmctld's own
         clock, so that a clock difference between this host and slurmctld can never
-        hide a change."""
+        hide a change. ``keep(job_id, state, flags)``: read only those jobs in full."""
         adapter = self.adapter
         params = {"update_time": update_time} if update_time else None
-        resp = self.transport.request("GET", adapter.jobs_path, params=params)
+        resp = self.transport.request("GET", adapter.jobs_path, params=params,
+                                      decode=decode_job_list)
         if resp.status != 304:
             self._check(resp, "GET /jobs", log_warnings=False)
-        since = adapter.jobs_since(resp.status, resp.json, update_time)
+        since = adapter.jobs_since(resp.status, resp.json, update_time, keep)
         if not since.unchanged:
             for warning in since.warnings:
                 logger.warning("slurmrestd warning on GET /jobs: %s", warning)

@@ -152,3 +152,55 @@ def test_no_change_on_a_recorded_answer_leaves_every_task_alone(httpserver, rele
     assert after == before
     assert all(r["slurm_job_state"] in ("PENDING", "RUNNING") and not r.get("missing_since")
                for r in after.values())
+
+
+LISTED = [r for r in MODERN if (FIXTURES / r[0] / f"v{r[1]}" / "jobs.json").exists()]
+
+
+@pytest.mark.parametrize("release,version", LISTED, ids=[f"{r}/v{v}" for r, v in LISTED])
+def test_a_changed_answer_is_the_detail_of_every_changed_job(httpserver, release, version):
+    """A probe answered with slurmctld's whole job list (something changed): the
+    recorded list records each of our ended jobs, with its exit code and times, without
+    reading any job again; a task whose job it does not list is marked missing."""
+    listing = recorded(release, version, "jobs.json")
+    running = recorded(release, version, "job_running.json")
+    prefix = f"/slurm/v{version}"
+    jobs_of = {j["job_id"]: j for j in listing["jobs"]}
+    gone = max(jobs_of) + 1000
+    states = {"jobs": [{"job_id": str(i), "state": ["RUNNING"]} for i in [*jobs_of, gone]]}
+    probes = []
+
+    def jobs(request):
+        probes.append(request.args["update_time"])
+        return Response(json.dumps(listing), content_type="application/json")
+
+    httpserver.expect_request(f"{prefix}/jobs/state").respond_with_json(states)
+    httpserver.expect_request(f"{prefix}/jobs").respond_with_handler(jobs)
+    httpserver.expect_request(re.compile(rf"{re.escape(prefix)}/job/\d+")).respond_with_json(running)
+    store, email = MemoryTaskStore(), RecordingNotifier()
+    owner = listing["jobs"][0]["user_name"]
+    uuids = {i: add_task(store, i, state="RUNNING", username=owner) for i in [*jobs_of, gone]}
+    poller = Poller(store, client_for(httpserver, version), Dispatcher(store, {"email": email}))
+    poller.probe_min_tasks = 1
+    poller.run_once()                  # the full look: every job RUNNING, as the tasks say
+    assert all(store.get(u)["slurm_job_state"] == "RUNNING" for u in uuids.values())
+    reads = len([r for r, _ in httpserver.log if "/job/" in r.path])
+    counts = poller.run_once()         # the probe: the whole recorded list
+    assert probes == [str(running["last_update"]["number"])]
+    assert len([r for r, _ in httpserver.log if "/job/" in r.path]) == reads
+    ended = {i: normalize_state(j["job_state"]) for i, j in jobs_of.items()
+             if is_terminal(*normalize_state(j["job_state"]))}
+    moved = [i for i, j in jobs_of.items() if normalize_state(j["job_state"])[0] != "RUNNING"]
+    assert ended and counts["changed"] == len(moved)       # ended, and PENDING again
+    adapter = poller.slurm.get(None).adapter
+    for job_id, (state, _) in ended.items():
+        record = store.get(uuids[job_id])
+        job = adapter.parse_job(jobs_of[job_id])
+        assert record["slurm_job_state"] == state
+        assert record["exit_code"] == job.exit_code
+        assert record["end_time"] == job.end_time
+    for job_id in set(jobs_of) - set(ended):
+        assert store.get(uuids[job_id])["slurm_job_state"] == \
+            normalize_state(jobs_of[job_id]["job_state"])[0]
+    assert store.get(uuids[gone])["missing_since"] is not None
+    assert sorted(e["state"] for e, *_ in email.sent) == sorted(s for s, _ in ended.values())

@@ -149,11 +149,13 @@ class StateSlurm:
         self._call("clock", job_id)
         return self.now if job_id in self.jobs else None
 
-    def get_jobs_since(self, update_time):
+    def get_jobs_since(self, update_time, keep=None):
         self._call("since", update_time)
         if update_time is not None and update_time - 1 >= self.last_job_update:
             return JobsSince(None, update_time)
-        return JobsSince(list(self.jobs.values()), self.now)
+        jobs = [j for j in self.jobs.values()
+                if keep is None or keep(j.job_id, j.state, j.state_flags)]
+        return JobsSince(jobs, self.now, listed=len(self.jobs))
 
     def kinds(self):
         return [c[0] for c in self.calls]

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
+
 from ...batch import JobSubmission
 from ..states import is_terminal, normalize_state
 
@@ -128,6 +130,7 @@ class JobsSince:
     jobs: list["JobInfo"] | None
     update_time: int | None
     warnings: tuple[str, ...] = field(default=())
+    listed: int = 0                 # jobs in slurmctld's answer (``jobs`` may be fewer)
 
     @property
     def unchanged(self) -> bool:
@@ -203,6 +206,34 @@ def expand_path(pattern: str | None, job_id: int, user: str | None, name: str | 
             return str(array_job_id or job_id)
         return str(array_task_id) if array_task_id is not None else m.group(0)
     return _PATH_PATTERN.sub(one, pattern)
+
+
+class _JobHead(msgspec.Struct):
+    """What the poller reads of every listed job before deciding to read it all."""
+    job_id: Any = None
+    job_state: Any = None
+
+
+class _JobList(msgspec.Struct):
+    """A job list's envelope; each job stays undecoded JSON until it is wanted."""
+    jobs: list[msgspec.Raw] = []
+    errors: Any = None
+    warnings: Any = None
+    status: Any = None
+    last_update: Any = None
+
+
+_decode_list = msgspec.json.Decoder(_JobList).decode
+_decode_head = msgspec.json.Decoder(_JobHead).decode
+_decode_any = msgspec.json.Decoder().decode
+
+
+def decode_job_list(data: bytes) -> dict[str, Any]:
+    """``GET /jobs``'s answer with each job left as undecoded JSON (``parse_jobs``
+    reads its id and state, and the rest only of the jobs it keeps): a whole job list
+    is about 6-10 kB a job, and ``json.loads`` of all of it was most of a poll's CPU."""
+    return {k: v for k, v in msgspec.structs.asdict(_decode_list(data)).items()
+            if v is not None}
 
 
 class Adapter:
@@ -281,15 +312,17 @@ class Adapter:
         return out
 
     # -- the job list since a time ----------------------------------------------------
-    def jobs_since(self, status: int, body: Any, asked: int | None) -> JobsSince:
+    def jobs_since(self, status: int, body: Any, asked: int | None,
+                   keep=None) -> JobsSince:
         """v0.0.38: HTTP 304 with no body means nothing changed since ``asked``;
         otherwise every job slurmctld knows, and no ``last_update`` to ask from next,
-        so the newest time that has already happened stands in for it."""
+        so the newest time that has already happened stands in for it. With ``keep``
+        (see ``parse_jobs``) only the jobs it keeps are read in full."""
         if status == 304:
             return JobsSince(None, asked)
-        jobs = self.parse_jobs(body)
+        jobs = self.parse_jobs(body, keep)
         return JobsSince(jobs, self._next_update_time(body, jobs),
-                         tuple(self.warnings(body)))
+                         tuple(self.warnings(body)), len(body.get("jobs") or []))
 
     def _next_update_time(self, body: dict[str, Any], jobs: list["JobInfo"]) -> int | None:
         stamp = self.last_update(body)
@@ -416,8 +449,23 @@ class Adapter:
         API version it serves) means "no separate file": stderr goes with stdout."""
         return self._expand(job, job.get("standard_error")) or self._stdout(job)
 
-    def parse_jobs(self, body: dict[str, Any]) -> list[JobInfo]:
-        return [self.parse_job(j) for j in body.get("jobs") or []]
+    def parse_jobs(self, body: dict[str, Any], keep=None) -> list[JobInfo]:
+        """Every job; or, with ``keep(job_id, state, flags) -> bool``, only those it
+        keeps, the others costing just their id and state (a long list, few of ours)."""
+        jobs = body.get("jobs") or []
+        if jobs and isinstance(jobs[0], msgspec.Raw):          # from decode_job_list
+            if keep is None:
+                return [self.parse_job(_decode_any(raw)) for raw in jobs]
+            out = []
+            for raw in jobs:
+                head = _decode_head(raw)
+                if keep(number(head.job_id) or 0, *normalize_state(head.job_state)):
+                    out.append(self.parse_job(_decode_any(raw)))
+            return out
+        if keep is None:
+            return [self.parse_job(j) for j in jobs]
+        return [self.parse_job(j) for j in jobs
+                if keep(number(j.get("job_id")) or 0, *normalize_state(j.get("job_state")))]
 
     def parse_jobs_state(self, body: dict[str, Any]) -> dict[int, tuple[str, tuple[str, ...]]]:
         """``/jobs/state`` (v0.0.40+): job id (a string there) -> (state, flags)."""

@@ -30,9 +30,10 @@ class AdapterV0_0_40(Adapter):
     partition_fields = ("name", "partition.state", "nodes.total", "nodes.configured",
                         "cpus.total")
 
-    def jobs_since(self, status: int, body: Any, asked: int | None) -> JobsSince:
+    def jobs_since(self, status: int, body: Any, asked: int | None,
+                   keep=None) -> JobsSince:
         warnings = tuple(self.warnings(body))
         if status == 304 or (status == 200 and not (body or {}).get("jobs")
                              and any(NO_CHANGE_WARNING in w for w in warnings)):
             return JobsSince(None, asked, warnings)
-        return super().jobs_since(status, body, asked)
+        return super().jobs_since(status, body, asked, keep)

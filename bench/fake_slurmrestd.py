@@ -79,15 +79,15 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def send(self, status: int, body: bytes = b"", count: bool = True) -> None:
+        if count:              # before answering: the client may ask /stats right after
+            STATE["requests"] += 1
+            STATE["bytes"] += len(body)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if body:
             self.wfile.write(body)
-        if count:
-            STATE["requests"] += 1
-            STATE["bytes"] += len(body)
 
     def do_GET(self):  # noqa: N802
         url = urlsplit(self.path)

@@ -309,8 +309,11 @@ class Poller:
         if view.probe_skip == 0 and self.probe_min_tasks <= len(records) \
                 and max(len(records), view.known_jobs) <= self.probe_max_jobs:
             # slurmctld's time before we look: any later change shows in the next probe.
-            since = client.slurmctld_time(min(r["slurm_job_id"] for r in records))
-            counts["slurm_requests"] += 1
+            known = [r["slurm_job_id"] for r in records
+                     if r["task"]["uuid"] not in watched.missing]
+            if known:                      # any job slurmctld still has will do
+                since = client.slurmctld_time(min(known))
+                counts["slurm_requests"] += 1
         todo = self._look_by_state(view, client, watched, records, counts)
         view.probe_since, view.probes = since, 0
         return todo

@@ -436,3 +436,24 @@ def test_a_clean_stop_lets_a_send_in_flight_record_that_it_was_sent(store):
     assert not runner.is_alive()
     assert len(hook.sent) == 1
     assert store.get(uuid)["deliveries"][0]["status"] == "sent"
+
+
+def test_v0040_a_purged_job_does_not_stop_the_probes(store):
+    """slurmctld's time is read from a job it still has, not from one it purged."""
+    slurm = StateSlurm()
+    add_task(store, 1, state="RUNNING")                # purged: slurmctld forgot it
+    add_task(store, 2, state="RUNNING")
+    slurm.jobs[2] = make_job(2, "RUNNING")
+    slurm.now += 1
+    poller = probing(Poller(store, slurm, None))
+    poller.run_once()
+    assert ("clock", 1) in slurm.calls                 # it could not know yet
+    slurm.calls.clear()
+    slurm.now += 10
+    poller.run_once()
+    assert slurm.kinds() == ["clock", "state"] and slurm.calls[0] == ("clock", 2)
+    slurm.calls.clear()
+    slurm.now += 10
+    poller.run_once()
+    # The probe, then the missing task asked about (it may become LOST in time).
+    assert slurm.calls == [("since", 1_000_011), ("state", (1,))]

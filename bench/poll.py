@@ -6,11 +6,11 @@
     .venv/bin/python bench/poll.py --part neighbours        # 10 of ours among 5,000 jobs
 
 Part 1 ("cycle"): a fake slurmrestd in its own process serves N jobs (the recorded
-22.05 job, N times); the poller watches N active tasks in the embedded store. Prints
-slurmrestd requests per cycle and the poller's CPU time per cycle for N = 10, 1,000,
-10,000: the first cycle (every task changes state), a cycle where Slurm's answer has
-changed but no task's state has (the full list is parsed), and a cycle where slurmrestd
-answers 304 (nothing changed since last time).
+22.05 or 26.05.3 job, N times; on v0.0.40+ it decides "no change since update_time"
+by slurmctld's rule); the poller watches N active tasks in the embedded store. Prints
+slurmrestd requests, bytes and the poller's CPU time for N = 10, 1,000, 10,000,
+100,000: a cycle in which nothing changed anywhere (after the poller has settled),
+and a cycle in which K = min(N, 1,000) of our jobs ended.
 
 Part 1b ("neighbours"): slurmrestd bytes per cycle for 10 of our tasks among 5,000
 other jobs, with the job list every cycle (the poller before issue 12) and with
@@ -184,6 +184,7 @@ def neighbours_part(ours: int = 10, others: int = 5000) -> None:
                 settle(poller, fake)
                 fake("/touch")                      # someone else's job changed
                 cpu, _, busy = measure(poller, fake)
+                time.sleep(1.05)                    # slurmctld's second of that change
                 _, _, quiet = measure(poller, fake)  # nothing changed since
                 print(f"{version:>7s} {label:<34s} {busy['bytes']:14,d} {cpu:8.1f} {quiet['bytes']:14,d}")
         finally:

@@ -65,6 +65,10 @@ PROBE_MAX_JOBS = 10_000       # no probe when that list would be longer (Slurm's
                               # MaxJobCount): look at our jobs with /jobs/state instead
 PROBE_MAX_SKIP = 32           # after a busy answer, cycles without probing (doubling)
 PROBE_FULL_EVERY = 30         # look at every watched job at least every this many cycles
+# v0.0.38 (no /jobs/state): on a busy cluster where ours are few among many, each cycle
+# reads our jobs one by one (GET /job/{id}) instead of slurmctld's whole job list.
+ONE_BY_ONE_MAX = 50           # at most this many of our jobs
+ONE_BY_ONE_RATIO = 20         # ... and slurmctld knows at least this many times more
 CLOCK_SKEW = 2.0              # seconds the store's writers' clocks may disagree
 EVENTS_FRESH = 10             # intervals after the last event during which events count
 
@@ -264,10 +268,18 @@ class Poller:
         modern = getattr(getattr(client, "adapter", None), "has_jobs_state", False) \
             and hasattr(client, "get_job_states")
         todo: list[tuple[dict[str, Any], JobInfo | None]] = []
-        if modern and len(watched.tasks) > len(watched.listing):
+        ours = len(watched.tasks) - len(watched.listing)
+        if modern and ours:
             todo += self._look_modern(view, client, watched, counts)
+        elif ours and view.probe_skip and ours <= ONE_BY_ONE_MAX \
+                and view.known_jobs >= ONE_BY_ONE_RATIO * ours:
+            view.probe_skip -= 1
+            todo += self._look_one_by_one(client, watched, counts)
+            if watched.listing:            # the job list only for what needs it
+                todo += self._look_by_listing(view, client, watched, True, counts, False)
+            return todo
         if not modern or watched.listing:
-            todo += self._look_by_listing(view, client, watched, modern, counts)
+            todo += self._look_by_listing(view, client, watched, modern, counts, not modern)
         return todo
 
     def _look_modern(self, view, client, watched, counts):
@@ -385,9 +397,36 @@ class Poller:
             todo.append((record, job))
         return todo
 
-    def _look_by_listing(self, view, client, watched, modern, counts):
-        changed = view.refresh(client) or set()
+    def _look_one_by_one(self, client, watched, counts):
+        """v0.0.38 on a busy cluster: each of our few jobs with ``GET /job/{id}``
+        (a few kB each) rather than every job slurmctld knows."""
+        todo = []
+        for uuid, record in watched.tasks.items():
+            if uuid in watched.listing:
+                continue
+            watched.dirty.discard(uuid)
+            try:
+                job = client.get_job(record["slurm_job_id"])
+            except SlurmJobNotFound:
+                job = None
+            counts["slurm_requests"] += 1
+            todo.append((record, job))
+        return todo
+
+    def _look_by_listing(self, view, client, watched, modern, counts, pace=False):
+        """The job list (``update_time``); with ``pace`` (v0.0.38), whether it said
+        "no change" decides if the next cycles may read our jobs one by one."""
+        changed = view.refresh(client)
         counts["slurm_requests"] += 1
+        if not pace:
+            pass
+        elif changed is None:                      # quiet: list again next cycle
+            view.probe_backoff = view.probe_skip = 0
+        else:                # busy: on v0.0.38, maybe our few jobs one by one for a while
+            view.known_jobs = len(view.jobs)
+            view.probe_backoff = min(PROBE_MAX_SKIP, max(1, 2 * view.probe_backoff))
+            view.probe_skip = view.probe_backoff
+        changed = changed or set()
         candidates = watched.dirty | watched.missing | watched.submits
         for job_id in changed:
             candidates |= watched.by_job.get(job_id, set())

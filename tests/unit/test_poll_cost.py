@@ -457,3 +457,84 @@ def test_v0040_a_purged_job_does_not_stop_the_probes(store):
     poller.run_once()
     # The probe, then the missing task asked about (it may become LOST in time).
     assert slurm.calls == [("since", 1_000_011), ("state", (1,))]
+
+
+class ListSlurm:
+    """slurmrestd v0.0.38 (Slurm 22.05): GET /jobs?update_time= (every job, or 304 when
+    nothing changed since the last list) and GET /job/{id}; no /jobs/state."""
+
+    def __init__(self):
+        self.jobs: dict[int, JobInfo] = {}
+        self.changed = True
+        self.calls: list[str] = []
+
+    def get_jobs_since(self, update_time):
+        self.calls.append("list")
+        if update_time is not None and not self.changed:
+            return JobsSince(None, update_time)
+        self.changed = False
+        return JobsSince(list(self.jobs.values()), 5, listed=len(self.jobs))
+
+    def get_job(self, job_id):
+        self.calls.append("job")
+        if job_id not in self.jobs:
+            raise SlurmJobNotFound("gone")
+        return self.jobs[job_id]
+
+
+def test_v0038_few_of_ours_on_a_busy_cluster_are_read_one_by_one(store):
+    """On 22.05 any change by anyone makes the next list every job slurmctld knows.
+    With 3 of ours among 100 jobs changing every cycle, the poller lists less and less
+    often and reads our 3 jobs instead; an end is still recorded in the cycle after it
+    happens, and a quiet list (304) brings back listing every cycle."""
+    slurm = ListSlurm()
+    ours = [add_task(store, i, state="RUNNING") for i in (1, 2, 3)]
+    for i in (1, 2, 3):
+        slurm.jobs[i] = make_job(i, "RUNNING")
+    for i in range(100):
+        slurm.jobs[1000 + i] = make_job(1000 + i, "RUNNING", user="other")
+    poller = Poller(store, slurm, None)
+    kinds = []
+    for cycle in range(64):
+        slurm.jobs[1000 + cycle % 100] = make_job(1000 + cycle % 100, "PENDING", user="other")
+        slurm.changed = True                    # someone else's job changed
+        if cycle == 40:
+            slurm.jobs[2] = make_job(2, "COMPLETED")
+        slurm.calls.clear()
+        counts = poller.run_once()
+        kinds.append("list" if slurm.calls == ["list"] else
+                     "ours" if slurm.calls == ["job"] * (3 if cycle <= 40 else 2)
+                     else slurm.calls)
+        if cycle == 40:
+            assert counts["changed"] == 1
+            assert store.get(ours[1])["slurm_job_state"] == "COMPLETED"
+    assert set(map(str, kinds)) <= {"list", "ours"}, kinds
+    assert kinds[:4] == ["list", "ours", "list", "ours"]
+    assert kinds.count("list") <= 8, kinds           # 1, 2, 4, 8, 16, 32 cycles apart
+    # Quiet: at the next list (the last change), then a 304, and the poller lists
+    # again every cycle.
+    quiet = []
+    while quiet[-2:] != ["list", "list"] and len(quiet) < 70:
+        slurm.calls.clear()
+        poller.run_once()
+        quiet.append("list" if slurm.calls == ["list"] else "ours")
+    assert quiet.count("list") == 3, quiet
+    for _ in range(3):
+        slurm.calls.clear()
+        poller.run_once()
+        assert slurm.calls == ["list"]
+
+
+def test_v0038_many_of_ours_are_listed_every_cycle(store):
+    slurm = ListSlurm()
+    for i in range(1, 61):                            # more than ONE_BY_ONE_MAX
+        add_task(store, i, state="RUNNING")
+        slurm.jobs[i] = make_job(i, "RUNNING")
+    for i in range(2000):
+        slurm.jobs[10_000 + i] = make_job(10_000 + i, "RUNNING", user="other")
+    poller = Poller(store, slurm, None)
+    for _ in range(4):
+        slurm.changed = True
+        slurm.calls.clear()
+        poller.run_once()
+        assert slurm.calls == ["list"]

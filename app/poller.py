@@ -98,6 +98,7 @@ class Poller:
         self.events_fresh: dict[str, bool] = {}
         self.skew = CLOCK_SKEW
         self.probe_min_tasks, self.probe_max_jobs = PROBE_MIN_TASKS, PROBE_MAX_JOBS
+        self.one_by_one_max = ONE_BY_ONE_MAX
 
     @property
     def failures(self) -> int:
@@ -271,7 +272,7 @@ class Poller:
         ours = len(watched.tasks) - len(watched.listing)
         if modern and ours:
             todo += self._look_modern(view, client, watched, counts)
-        elif ours and view.probe_skip and ours <= ONE_BY_ONE_MAX \
+        elif ours and view.probe_skip and ours <= self.one_by_one_max \
                 and view.known_jobs >= ONE_BY_ONE_RATIO * ours:
             view.probe_skip -= 1
             todo += self._look_one_by_one(client, watched, counts)

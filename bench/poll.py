@@ -162,31 +162,44 @@ def cycle_part(sizes) -> None:
             fake.close()
 
 
-def neighbours_part(ours: int = 10, others: int = 5000) -> None:
-    """slurmrestd bytes per cycle when our few tasks share the cluster with many jobs."""
-    print(f"\n{ours} of our tasks among {others:,} other jobs: slurmrestd bytes per cycle")
-    print(f"{'API':>7s} {'poller':<34s} {'busy cluster':>14s} {'CPU ms':>8s} {'quiet cluster':>14s}")
+def neighbours_part(ours: int = 10, others: int = 5000, cycles: int = 40) -> None:
+    """slurmrestd bytes per cycle when our few tasks share the cluster with many jobs:
+    the mean of ``cycles`` busy cycles (someone else's job changed before each), then of
+    ``cycles`` quiet ones."""
+    print(f"\n{ours} of our tasks among {others:,} other jobs: slurmrestd bytes per cycle, "
+          f"mean of {cycles} cycles")
+    print(f"{'API':>7s} {'poller':<40s} {'busy cluster':>14s} {'CPU ms':>8s} {'quiet cluster':>14s}")
     for version in ("0.0.38", "0.0.42"):
         fake = FakeSlurmrestd(version)
         try:
-            ways = [("before: job list every cycle", True)]
-            if version != "0.0.38":
-                ways.append(("after: /jobs/state, our jobs only", False))
+            if version == "0.0.38":
+                ways = [("before: job list at every change", False),
+                        ("after: ours one by one while busy", True)]
             else:
-                ways = [("before and after: job list", True)]
-            for label, listing in ways:
+                ways = [("before: job list every cycle", False),
+                        ("after: /jobs/state, our jobs only", True)]
+            for label, after in ways:
                 store = MemoryTaskStore()
                 tasks_in(store, ours, fake.user)
                 fake("/control", ours=ours, others=others)
                 client = fake.client()
-                poller = Poller(store, ListingOnly(client) if listing else client, None)
+                poller = Poller(store, client if after or version == "0.0.38"
+                                else ListingOnly(client), None)
+                if not after:
+                    poller.one_by_one_max = 0
                 poller.run_once()
                 settle(poller, fake)
-                fake("/touch")                      # someone else's job changed
-                cpu, _, busy = measure(poller, fake)
+                busy, cpu, quiet = 0, 0.0, 0
+                for _ in range(cycles):
+                    fake("/touch")                  # someone else's job changed
+                    c, _, stats = measure(poller, fake)
+                    busy, cpu = busy + stats["bytes"], cpu + c
                 time.sleep(1.05)                    # slurmctld's second of that change
-                _, _, quiet = measure(poller, fake)  # nothing changed since
-                print(f"{version:>7s} {label:<34s} {busy['bytes']:14,d} {cpu:8.1f} {quiet['bytes']:14,d}")
+                for _ in range(cycles):
+                    _, _, stats = measure(poller, fake)   # nothing changed since
+                    quiet += stats["bytes"]
+                print(f"{version:>7s} {label:<40s} {busy // cycles:14,d} {cpu / cycles:8.1f} "
+                      f"{quiet // cycles:14,d}")
         finally:
             fake.close()
 

@@ -18,11 +18,16 @@ A cycle:
 3. slurmrestd, by the leader only:
    - v0.0.40+: ``GET /jobs/state?job_id=…`` for our own active jobs (batches of
      ``STATE_BATCH``; about 60 bytes a job), then ``GET /job/{id}`` only for jobs whose
-     state changed.
+     state changed. With ``PROBE_MIN_TASKS`` or more, a cycle first asks ``GET
+     /jobs?update_time=T`` (T: slurmctld's own time before the last full look): "no
+     change" means only new, missing and still-completing tasks are asked about; a
+     change brings slurmctld's whole job list, read as the detail of the changed jobs
+     (``_look_modern``).
    - v0.0.38 (and for job arrays and unanswered submits): ``GET /jobs?update_time=``;
      "no change" (HTTP 304, or on v0.0.40+ 200 with an empty list and a warning) costs
      nothing; a new listing is compared with the last one and only tasks whose job
-     changed are looked at.
+     changed are looked at. On a busy 22.05 cluster with few of ours among many jobs,
+     our jobs are read one by one between lists (``_look_one_by_one``).
    Each new state goes through ``tracking.change_state`` (compare-and-set, history,
    deliveries). A job slurmctld no longer knows (purged after MinJobAge) is looked up
    in slurmdb when SLURM_SLURMDB is on; otherwise, once missing for

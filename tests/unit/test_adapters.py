@@ -651,3 +651,28 @@ def _job_state_enum(release: str, version: str) -> list[str]:
     state = _resolve(release, item["properties"]["job_state"])
     return (_resolve(release, state.get("items") or {})).get("enum") or []
 
+
+
+@pytest.mark.parametrize("rec", [Recorded(*r) for r in RECORDINGS
+                                 if (FIXTURES / r[0] / f"v{r[1]}" / "jobs.json").exists()],
+                         ids=repr)
+def test_a_job_list_decoded_job_by_job_reads_as_json_loads_does(rec):
+    """The poller's job lists are decoded with msgspec, each job kept as raw JSON until
+    wanted: every recorded list reads the same as with json.loads, and ``keep`` reads
+    only the jobs it keeps, seeing each job's id and state."""
+    from app.slurm.versions.base import decode_job_list
+    data = (rec.dir / "jobs.json").read_bytes()
+    plain, lazy = json.loads(data), decode_job_list(data)
+    assert rec.adapter.parse_jobs(lazy) == rec.adapter.parse_jobs(plain)
+    assert rec.adapter.warnings(lazy) == rec.adapter.warnings(plain)
+    assert rec.adapter.last_update(lazy) == rec.adapter.last_update(plain)
+    seen = []
+
+    def keep(job_id, state, flags):
+        seen.append((job_id, state, flags))
+        return state == "RUNNING"
+
+    kept = rec.adapter.parse_jobs(lazy, keep)
+    everything = rec.adapter.parse_jobs(plain)
+    assert seen == [(j.job_id, j.state, j.state_flags) for j in everything]
+    assert kept == [j for j in everything if j.state == "RUNNING"]

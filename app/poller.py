@@ -531,15 +531,20 @@ class Poller:
         return self.interval
 
     def check_events(self) -> None:
-        """Whether each cluster's slurmctld has sent an event lately (one small read)."""
+        """Whether each cluster's slurmctld has sent a timely event lately (one small read)."""
         horizon = EVENTS_FRESH * self.interval_with_events
         for name in self.slurm.names:
             try:
                 beat = self.store.last_beat(f"events:{name}")
             except StoreUnavailable:
                 continue
+            # Events count while they come, and come in time: an event about a job
+            # that ended longer ago than one interval (slurmctld sending its backlog
+            # after an outage, or a clock or time zone apart) keeps the short one.
+            lag = (beat or {}).get("lag")
             self.events_fresh[name] = bool(beat) and \
-                (utcnow() - beat["at"]).total_seconds() < horizon
+                (utcnow() - beat["at"]).total_seconds() < horizon and \
+                (lag is None or -self.interval <= lag <= self.interval)
 
     def next_wait(self) -> float:
         """One interval, also after a failure, so tracking resumes within one

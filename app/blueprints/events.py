@@ -21,6 +21,7 @@ import binascii
 import hmac
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -87,6 +88,22 @@ def job_id_of(doc: Any) -> int:
     return job_id
 
 
+def event_lag(doc: dict[str, Any], now: datetime) -> float | None:
+    """Seconds from the job's end to this event, from jobcomp/elasticsearch's ``@end``
+    (slurmctld's local time without a zone, read in ours); None when the event does
+    not say (the forwarder's, which slurmctld runs at the job's end and never resends).
+    slurmctld resends what it could not deliver, oldest first, so after an outage the
+    events describe jobs long ended: the poller relaxes only while they are timely."""
+    end = doc.get("@end")
+    if not isinstance(end, str):
+        return None
+    try:
+        ended = datetime.fromisoformat(end[:19]).astimezone()
+    except ValueError:
+        return None
+    return round((now - ended).total_seconds(), 1)
+
+
 @blp.post("/events/slurm/jobcomp")
 def jobcomp():
     services = get_services()
@@ -102,7 +119,9 @@ def jobcomp():
     job_id = job_id_of(doc)
     said = str(doc.get("state") or "")[:32]
     try:
-        services.store.beat(f"events:{cluster}", utcnow(), {"last_job_id": job_id})
+        now = utcnow()
+        services.store.beat(f"events:{cluster}", now,
+                            {"last_job_id": job_id, "lag": event_lag(doc, now)})
         record = services.store.get_by_job_id(job_id, cluster)
         if record is None and cluster == services.slurm.default:
             record = services.store.get_by_job_id(job_id)    # a record without a cluster

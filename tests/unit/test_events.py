@@ -129,3 +129,37 @@ def test_the_forwarder_reads_an_epilog_environment():
                                     "SLURM_JOB_EXIT_CODE2": "3:0"})
     assert event["jobid"] == 12 and event["username"] == "someone"
     assert event["source"] == "EpilogSlurmctld" and event["exit_code"] == "3:0"
+
+
+def test_polling_relaxes_only_while_events_come_in_time(events_app, store, fake_slurm):
+    """After an outage slurmctld sends its backlog, oldest first: those events say
+    nothing about jobs ending now, so polling keeps its short interval until they do."""
+    from datetime import datetime, timedelta
+
+    from app.poller import Poller
+
+    poller = Poller(store, fake_slurm, interval=10, interval_with_events=60)
+    poller.check_events()
+    assert poller.current_interval() == 10                  # no event yet
+
+    def local(ago):
+        return (datetime.now() - timedelta(seconds=ago)).isoformat(timespec="seconds")
+
+    backlog = doc(601, **{"@end": local(3600)})             # a job that ended an hour ago
+    assert post(events_app, backlog, basic("default", SECRET)).status_code == 200
+    poller.check_events()
+    assert poller.current_interval() == 10
+
+    timely = doc(602, **{"@end": local(1)})
+    assert post(events_app, timely, basic("default", SECRET)).status_code == 200
+    poller.check_events()
+    assert poller.current_interval() == 60
+
+    # The forwarder's events carry no @end; slurmctld runs it as the job ends.
+    forwarded = event_from_environment({"JOBID": "603", "JOBSTATE": "COMPLETED"})
+    post(events_app, backlog, basic("default", SECRET))
+    poller.check_events()
+    assert poller.current_interval() == 10
+    assert post(events_app, forwarded, basic("default", SECRET)).status_code == 200
+    poller.check_events()
+    assert poller.current_interval() == 60

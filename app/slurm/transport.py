@@ -107,27 +107,30 @@ class Transport:
         self.timeout = (connect_timeout, read_timeout)
         self._urllib3_timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._retries = Retry(**RETRY)
-        self._pool: urllib3.PoolManager | None = None
+        self._path_prefix = urllib3.util.parse_url(self.base_url).path or ""
+        self._pool: urllib3.HTTPConnectionPool | None = None
         self._pid = None
         self._lock = threading.Lock()
 
     @property
-    def pool(self) -> urllib3.PoolManager:
+    def pool(self) -> urllib3.HTTPConnectionPool:
         # Created lazily, and again after a fork (gunicorn workers): never shared.
+        # One pool for slurmrestd's one address: urllib3's PoolManager would parse
+        # the URL and look the pool up again on every request.
         if self._pool is None or self._pid != os.getpid():
             with self._lock:
                 if self._pool is None or self._pid != os.getpid():
                     # No proxy settings are read from the environment: slurmrestd is a
                     # peer on the cluster network, and HTTP(S)_PROXY is for the outside.
-                    self._pool = urllib3.PoolManager(maxsize=32, block=False,
-                                                     retries=self._retries,
-                                                     timeout=self._urllib3_timeout)
+                    self._pool = urllib3.PoolManager(
+                        maxsize=32, block=False, retries=self._retries,
+                        timeout=self._urllib3_timeout).connection_from_url(self.base_url)
                     self._pid = os.getpid()
         return self._pool
 
     def request(self, method: str, path: str, *, user: str | None = None,
                 json: Any = None, params: dict | None = None) -> Response:
-        url = self.base_url + path
+        url = self._path_prefix + path
         if params:
             url += "?" + urlencode(params, safe=",")
         headers = self.tokens.headers(user)
@@ -138,7 +141,7 @@ class Transport:
         started = time.monotonic()
         outcome = "error"
         try:
-            resp = self.pool.request(method, url, body=body, headers=headers,
+            resp = self.pool.urlopen(method, url, body=body, headers=headers,
                                      redirect=False)
             outcome = f"{resp.status // 100}xx"
         except urllib3.exceptions.MaxRetryError as exc:

@@ -10,7 +10,19 @@ is; EventSource clients reconnect to another worker by themselves.
 """
 from __future__ import annotations
 
+from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.ggevent import GeventWorker
+
+
+class Logger(GunicornLogger):
+    """gunicorn's logger, but with the access log off (``accesslog`` unset) no access
+    line is built: gunicorn builds and formats one on every request whenever a logging
+    config is given, as ours always is (app.logs.gunicorn_logconfig)."""
+
+    def access(self, resp, req, environ, request_time):
+        if self.cfg.accesslog is None:
+            return
+        super().access(resp, req, environ, request_time)
 
 
 class Worker(GeventWorker):

@@ -7,6 +7,7 @@ arrived. Exceptions leave this module as ``SlurmError`` subclasses only.
 """
 from __future__ import annotations
 
+import functools
 import json as json_module
 import logging
 import os
@@ -149,8 +150,9 @@ class Transport:
         except urllib3.exceptions.HTTPError as exc:
             raise self._failure(exc, method, path) from None
         finally:
-            metrics.SLURM_REQUESTS.labels(method, outcome).inc()
-            metrics.SLURM_SECONDS.labels(method).observe(time.monotonic() - started)
+            requests_metric, seconds_metric = _metrics(method, outcome)
+            requests_metric.inc()
+            seconds_metric.observe(time.monotonic() - started)
         elapsed_ms = (time.monotonic() - started) * 1000
         logger.debug("slurmrestd %s %s -> %s in %.1f ms", method, path, resp.status, elapsed_ms)
         data = resp.data
@@ -178,6 +180,13 @@ class Transport:
             return SlurmTimeout(f"The connection to slurmrestd at {self.base_url} broke "
                                 f"during {method} {path}.")
         return SlurmUnavailable(f"Request to slurmrestd failed: {exc.__class__.__name__}.")
+
+
+@functools.lru_cache(maxsize=64)
+def _metrics(method: str, outcome: str):
+    """This request's counter and histogram: prometheus_client's ``labels()`` takes a
+    lock and checks the labels on every call, for the same few pairs."""
+    return metrics.SLURM_REQUESTS.labels(method, outcome), metrics.SLURM_SECONDS.labels(method)
 
 
 def _never_connected(exc: Exception) -> bool:

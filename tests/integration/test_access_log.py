@@ -53,3 +53,12 @@ def test_no_access_line_when_switched_off(tmp_path, setting):
     log = served_log(tmp_path, setting)
     assert "Booting worker" in log                      # gunicorn's own lines stay
     assert "GET /healthz" not in log and "GET /monitor" not in log
+
+
+def test_gunicorn_parses_requests_with_its_c_parser():
+    """requirements.txt installs gunicorn-h1c; gunicorn (http_parser "auto") uses it
+    only when it is importable and recent enough, else silently falls back."""
+    from gunicorn.config import Config
+    from gunicorn.http.message import _check_fast_parser
+
+    assert _check_fast_parser(Config()) is True

@@ -62,3 +62,36 @@ def test_gunicorn_parses_requests_with_its_c_parser():
     from gunicorn.http.message import _check_fast_parser
 
     assert _check_fast_parser(Config()) is True
+
+
+@pytest.mark.parametrize("log_format", [
+    None,                                                   # gunicorn's default
+    '%(h)s %(u)s "%(r)s" %(s)s %(b)s %(m)s %(U)s %(q)s %(H)s %(B)s %(f)s %(a)s %(x)s',
+    '%(h)s "%(r)s" %(s)s "%({user-agent}i)s" %({content-type}o)s %({raw_uri}e)s',
+])
+def test_access_lines_are_gunicorns_own(log_format):
+    """app.serving.Logger builds the atoms from what the format can use; every line
+    is the one gunicorn itself would write."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger as GunicornLogger, SafeAtoms
+
+    from app.serving import Logger
+
+    cfg = Config()
+    if log_format:
+        cfg.set("access_log_format", log_format)
+    environ = {"REMOTE_ADDR": "192.0.2.1", "REQUEST_METHOD": "POST", "RAW_URI": '/submit?x="1"',
+               "PATH_INFO": "/submit", "QUERY_STRING": 'x="1"', "SERVER_PROTOCOL": "HTTP/1.1",
+               "HTTP_USER_AGENT": 'curl/8 "quoted"', "HTTP_REFERER": "http://example/",
+               "HTTP_AUTHORIZATION": "Basic c29tZW9uZTpzZWNyZXQ=", "wsgi.errors": object()}
+    req = SimpleNamespace(headers=[("USER-AGENT", 'curl/8 "quoted"'), ("HOST", "x")])
+    resp = SimpleNamespace(status="200 OK", sent=123, headers=[("Content-Type", "application/json")])
+    took = timedelta(seconds=1, microseconds=2345)
+    ours, theirs = Logger(cfg), GunicornLogger(cfg)
+    ours.now = theirs.now = lambda: "[02/Dec/2026:06:00:00 +0000]"
+    line = cfg.access_log_format % SafeAtoms(ours.atoms(resp, req, environ, took))
+    assert line == cfg.access_log_format % SafeAtoms(theirs.atoms(resp, req, environ, took))
+    assert "192.0.2.1" in line and "POST /submit" in line

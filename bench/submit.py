@@ -71,8 +71,9 @@ def start_proxy(port: int, keys_file: str, with_poller: bool = False) -> subproc
     if not with_poller:
         env["SLURM_POLL_INTERVAL"] = env["SLURM_POLL_INTERVAL_WITH_EVENTS"] = "3600"
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)     # an empty value would mean "this directory"
+    # Access lines as configured (GUNICORN_ACCESS_LOG, default on), to stdout: discarded.
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "docker/gunicorn.conf.py",
-                             "--access-logfile", "/dev/null", "wsgi:app"],
+                             "wsgi:app"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         try:
@@ -243,7 +244,8 @@ def main() -> None:
           f"{pc[0]:.2f} / {pc[1]:.2f} / {pc[2]:.2f}")
     print(f"added latency p50: {p50 - d50:.2f} ms (target <= 5 ms)")
     print(f"proxy CPU per submit: {pc[1]:.2f} ms (target <= 1.5 ms); Slurm daemons' "
-          f"{dc[2]:.2f} ms direct ({'embedded poller on' if args.with_poller else 'poller not counted'})")
+          f"{dc[2]:.2f} ms direct ({'embedded poller on' if args.with_poller else 'poller not counted'}, "
+          f"access log {os.environ.get('GUNICORN_ACCESS_LOG', 'on')})")
     print(f"throughput ratio proxy/direct: {pt / dt:.2f} (target >= 0.80)")
 
 

@@ -116,9 +116,14 @@ class OneWrite:
             super().send(data)
 
     def send(self, data):
-        if self._collected is not None and isinstance(data, (bytes, bytearray)):
+        if self._collected is None:
+            super().send(data)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
             self._collected.append(bytes(data))
-        else:
+        else:                           # a file-like body: what was collected goes first
+            pending, self._collected = b"".join(self._collected), []
+            if pending:
+                super().send(pending)
             super().send(data)
 
 

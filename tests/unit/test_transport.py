@@ -126,3 +126,13 @@ def test_a_request_goes_out_in_one_write_and_arrives_whole(httpserver):
     assert request.headers["X-SLURM-USER-NAME"] == "someone"
     assert request.headers["X-SLURM-USER-TOKEN"] == "t"
     assert request.get_data() == body and request.get_json()["job"]["current_working_directory"]
+
+
+def test_a_base_url_with_a_path_keeps_it(httpserver):
+    """slurmrestd behind a reverse proxy under a path: every request goes below it."""
+    httpserver.expect_request(f"/behind/proxy{PREFIX}/ping").respond_with_json(
+        {"pings": [{"hostname": "c1", "ping": "UP", "mode": "primary"}]})
+    auth = SlurmAuth("token", "slurm", token="t")
+    client = SlurmClient(Transport(httpserver.url_for("/behind/proxy/"), auth), "0.0.38")
+    [ping] = client.ping()
+    assert ping.up and ping.hostname == "c1"

@@ -35,7 +35,10 @@ else:
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 30
 keepalive = 5
-accesslog = "-"
+# One line per request on stdout; GUNICORN_ACCESS_LOG=off when a reverse proxy in front
+# logs them already (then no line is even built: app.serving.Logger).
+accesslog = None if os.environ.get("GUNICORN_ACCESS_LOG", "on").strip().lower() == "off" else "-"
+logger_class = "app.serving.Logger"
 errorlog = "-"
 loglevel = os.environ.get("SLURM_PROXY_LOG_LEVEL", "info").lower()
 # One format for gunicorn's lines and the service's (SLURM_PROXY_LOG_FORMAT=json).

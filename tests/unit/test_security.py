@@ -325,6 +325,25 @@ def test_requests_without_a_valid_key_are_limited_per_address_not_per_key(store,
     assert metric(scraper, "slurm_proxy_unauthenticated_limited_total") == limited + 2
 
 
+def test_without_a_per_key_limit_keys_are_never_limited_but_addresses_still_are(
+        store, fake_slurm, keys):
+    """SLURM_PROXY_RATE_LIMIT empty: flask-limiter is not registered at all, yet the
+    per-address limit for requests without a valid key still counts."""
+    app = create_app({"SLURM_PROXY_RATE_LIMIT": "", "SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT": "2/minute"},
+                     store=store, slurm=fake_slurm, keys=keys[0], environ={})
+    legit = authorized(app, keys[1]["someone"])
+    answers = [legit.get("/monitor/task_uuid/x") for _ in range(30)]
+    assert [r.status_code for r in answers] == [404] * 30
+    assert not any(h.startswith("X-RateLimit") for r in answers for h in r.headers.keys())
+    attacker = app.test_client()
+    assert [attacker.get("/monitor").status_code for _ in range(3)] == [401, 401, 429]
+    assert legit.get("/monitor/task_uuid/x").status_code == 404      # a key: its own way
+    # With a per-key limit the headers say how much is left.
+    limited = authorized(create_app({"SLURM_PROXY_RATE_LIMIT": "5/minute"}, store=store,
+                                    slurm=fake_slurm, keys=keys[0], environ={}), keys[1]["someone"])
+    assert limited.get("/monitor/task_uuid/x").headers["X-RateLimit-Remaining"] == "4"
+
+
 def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
         store, fake_slurm, keys):
     def blocked_after_two(config, forwarded_for):

@@ -86,3 +86,53 @@ def test_query_parameters_and_json_bodies_go_out_as_slurmrestd_expects(httpserve
     auth = SlurmAuth("token", "slurm", token="t")
     client = SlurmClient(Transport(httpserver.url_for("").rstrip("/"), auth), "0.0.42")
     assert client.get_job_states([3, 1, 2]) == {1: ("RUNNING", ())}
+
+
+class CountingSocket:
+    def __init__(self, sock, writes):
+        self._sock, self._writes = sock, writes
+
+    def sendall(self, data, *args):
+        self._writes.append(bytes(data))
+        return self._sock.sendall(data, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def test_a_request_goes_out_in_one_write_and_arrives_whole(httpserver):
+    """Head and body in one write (one packet, one wake-up of slurmrestd), and the
+    server still reads the same request: headers, token and JSON body."""
+    from app.slurm.transport import OneWriteHTTPConnection
+
+    writes: list[bytes] = []
+
+    class Counting(OneWriteHTTPConnection):
+        def connect(self):
+            super().connect()
+            self.sock = CountingSocket(self.sock, writes)
+
+    httpserver.expect_request(f"{PREFIX}/job/submit", method="POST").respond_with_json(
+        {"job_id": 42, "errors": [], "warnings": []})
+    client = client_for(httpserver)
+    client.transport.pool.ConnectionCls = Counting
+    submission = build_submission(_plan())
+    assert client.submit(submission, user="someone") == 42
+    assert client.submit(submission, user="someone") == 42      # a reused connection too
+    assert len(writes) == 2 and all(w.startswith(b"POST ") for w in writes)
+    head, _, body = writes[0].partition(b"\r\n\r\n")
+    assert b"\r\nContent-Length: %d\r\n" % len(body) in head
+    [(request, _), _] = httpserver.log
+    assert request.headers["X-SLURM-USER-NAME"] == "someone"
+    assert request.headers["X-SLURM-USER-TOKEN"] == "t"
+    assert request.get_data() == body and request.get_json()["job"]["current_working_directory"]
+
+
+def test_a_base_url_with_a_path_keeps_it(httpserver):
+    """slurmrestd behind a reverse proxy under a path: every request goes below it."""
+    httpserver.expect_request(f"/behind/proxy{PREFIX}/ping").respond_with_json(
+        {"pings": [{"hostname": "c1", "ping": "UP", "mode": "primary"}]})
+    auth = SlurmAuth("token", "slurm", token="t")
+    client = SlurmClient(Transport(httpserver.url_for("/behind/proxy/"), auth), "0.0.38")
+    [ping] = client.ping()
+    assert ping.up and ping.hostname == "c1"

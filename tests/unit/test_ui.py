@@ -187,3 +187,17 @@ def test_docs_open_after_signing_in_and_ui_needs_no_cdn(ui_app, ui_keys):
         if source.startswith("/ui/static/"):
             assert alice.get(source).status_code == 200
     assert "<script>" not in page                          # no inline script
+
+
+def test_a_session_signed_with_another_secret_is_not_believed(store, fake_slurm, ui_keys):
+    """The cookie signer is built once per secret: a new secret (a restart without
+    SLURM_PROXY_SECRET_KEY, or a rotated one) ends the sessions signed with the old."""
+    app = create_app({"SLURM_PROXY_SECRET_KEY": "first-secret-first-secret-first-secret"},
+                     store=store, slurm=fake_slurm, keys=ui_keys[0], environ={})
+    alice = signed_in(app, ui_keys[1]["alice"])
+    assert alice.get("/ui/").status_code == 200
+    assert alice.get("/ui/").status_code == 200                  # the cached signer
+    app.secret_key = "second-secret-second-secret-second-secret"
+    assert alice.get("/ui/").status_code == 302
+    app.config["SECRET_KEY_FALLBACKS"] = ["first-secret-first-secret-first-secret"]
+    assert alice.get("/ui/").status_code == 200                  # the old one still signs in

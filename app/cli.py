@@ -27,8 +27,8 @@ from typing import Any
 import click
 import requests
 
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-         "DEADLINE", "OUT_OF_MEMORY", "LOST", "SUBMIT_FAILED"}
+from .states import COMPLETED, FINAL_STATES
+
 
 
 class Client:
@@ -84,7 +84,7 @@ def main(ctx, url, key, as_json):
 
 # -- helpers ---------------------------------------------------------------------
 def exit_status(monitor: dict[str, Any]) -> int:
-    if monitor["slurm_job_state"] == "COMPLETED":
+    if monitor["slurm_job_state"] == COMPLETED:
         return 0
     code, signal = monitor.get("exit_code"), monitor.get("signal")
     if code:
@@ -147,20 +147,20 @@ def follow(client: Client, uuid: str, timeout: float | None) -> int:
     until the task is final; return the job's exit status."""
     deadline = time.monotonic() + timeout if timeout else None
     last = None
-    while last not in FINAL:
+    while last not in FINAL_STATES:
         try:
             for event, data in events(client, f"/monitor/task_uuid/{uuid}/events"):
                 if event == "state" and data["slurm_job_state"] != last:
                     last = data["slurm_job_state"]
                     click.echo(f"{time.strftime('%H:%M:%S')} {uuid} job "
                                f"{data.get('slurm_job_id') or '-'}: {last}", err=True)
-                if event == "end" or last in FINAL:
+                if event == "end" or last in FINAL_STATES:
                     break
                 if deadline and time.monotonic() > deadline:
                     break
         except requests.RequestException:
             time.sleep(1)              # the service restarted or the network blinked
-        if deadline and time.monotonic() > deadline and last not in FINAL:
+        if deadline and time.monotonic() > deadline and last not in FINAL_STATES:
             raise click.ClickException(f"still {last} after {timeout:.0f} s")
     body = client.call("GET", f"/monitor/task_uuid/{uuid}")
     client.show(body, describe_task)

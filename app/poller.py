@@ -46,9 +46,9 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from . import metrics
-from .constants import FINAL_STATES, LOST, SUBMIT_FAILED, SUBMIT_UNKNOWN, SUBMITTING
 from .errors import SlurmJobNotFound, SlurmProxyError, StoreUnavailable
-from .slurm.states import TERMINAL_STATES, is_terminal
+from .states import (FINAL_STATES, LOST, RUNNING, SUBMIT_FAILED, SUBMIT_UNKNOWN, SUBMITTING,
+                     TERMINAL_STATES, is_terminal)
 from .slurm.versions import JobInfo
 from .store import utcnow
 from .tracking import change_state, is_owners_job, job_facts, record_job_state, settled_state
@@ -344,7 +344,7 @@ class Poller:
         if job is not None and not is_owners_job(record, job):
             job = None                  # anyone may write any comment on their own job
         if job is not None:
-            state = settled_state(job) or "RUNNING"          # still completing
+            state = settled_state(job) or RUNNING          # still completing
             changed = change_state(self.store, record, state,
                                    fields={"slurm_job_id": job.job_id, **job_facts(job)},
                                    note="job found by its comment after an unanswered submit",

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 import pymongo
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from .constants import FINAL_STATES
+from .states import FINAL_STATES
 from .errors import DuplicateTask, JobAlreadyTracked, StoreUnavailable
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any, Mapping
 
-from . import constants, notify, policy
+from . import constants, notify, policy, states
 from .auth import ApiKey, Forbidden
 from .batch import build_submission, output_paths
 from .errors import (InvalidRequest, JobAlreadyTracked, SlurmError, SlurmJobNotFound,
@@ -105,7 +105,7 @@ def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey, *,
             services, plan["slurm"]["dependency"], key)
     submission = build_submission(plan)
     uuid, user = plan["uuid"], plan["username"]
-    record = new_record(plan, state=constants.SUBMITTING, source="submit")
+    record = new_record(plan, state=states.SUBMITTING, source="submit")
     if resubmitted_from:
         record["resubmitted_from"] = resubmitted_from
     services.store.insert(record)
@@ -113,19 +113,19 @@ def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey, *,
     try:
         job_id = slurm.submit(submission, user=user)
     except SlurmError as exc:
-        state = constants.SUBMIT_UNKNOWN if isinstance(exc, SlurmTimeout) else constants.SUBMIT_FAILED
+        state = states.SUBMIT_UNKNOWN if isinstance(exc, SlurmTimeout) else states.SUBMIT_FAILED
         _record_failure(services, record, state, exc)
         logger.warning("submit failed task_uuid=%s slurm_job_id=- state=%s: %s",
                        uuid, state, exc.message)
         exc.message = (f"{exc.message} The task was recorded as {state} under uuid {uuid}"
                        + (" and will be reconciled if the job turns up."
-                          if state == constants.SUBMIT_UNKNOWN else "; nothing was queued."))
+                          if state == states.SUBMIT_UNKNOWN else "; nothing was queued."))
         raise
     fields = {"slurm_job_id": job_id, "slurm_api_version": slurm.api_version}
     _save_submitted(services, record, job_id, fields)
     logger.info("submitted task_uuid=%s slurm_job_id=%s user=%s in %.1f ms",
                 uuid, job_id, user, (time.monotonic() - started) * 1000)
-    return {"uuid": uuid, "slurm_job_id": job_id, "slurm_job_state": "PENDING",
+    return {"uuid": uuid, "slurm_job_id": job_id, "slurm_job_state": states.PENDING,
             "name": plan["name"], "username": user, "cluster": plan["cluster"],
             "links": {"monitor": f"/monitor/task_uuid/{uuid}"}}
 
@@ -146,7 +146,7 @@ def _save_submitted(services: Services, record: dict[str, Any], job_id: int,
     uuid = record["task"]["uuid"]
     for attempt in range(3):
         try:
-            change_state(services.store, record, "PENDING", fields=fields)
+            change_state(services.store, record, states.PENDING, fields=fields)
             return
         except JobAlreadyTracked:
             # Slurm has just given this id to our job: another active task holding it
@@ -194,7 +194,7 @@ def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey
         raise Forbidden(f"Slurm job {job_id} belongs to {owner}, not to {task['username']!r}: "
                         f"a task may only watch its own user's jobs. Nothing was recorded.")
     refuse_if_tracked(services, task["cluster"], job, key)
-    state = monitor.get("slurm_job_state") or "PENDING"
+    state = monitor.get("slurm_job_state") or states.PENDING
     record = new_record(task, state=state, source="monitor", job_id=job_id)
     initial_deliveries(record)
     try:

@@ -25,11 +25,10 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from ..constants import FINAL_STATES
 from ..errors import InvalidRequest, SlurmError, SlurmProxyError, StoreUnavailable
 from ..services import get_services
 from ..slurm.clusters import cluster_configs
-from ..slurm.states import TERMINAL_STATES
+from ..states import FINAL_STATES, TERMINAL_STATES
 from ..store import utcnow
 from ..tracking import record_job_state, settled_state
 

@@ -11,6 +11,7 @@ import re
 from marshmallow import Schema, fields, validate
 
 from ..constants import TASK_METADATA
+from ..states import MONITOR_STATES
 from .fields import (AbsolutePath, Environment, FileName, SlurmTime, TaskUUID, Text,
                      strict_int)
 from .notification import NotificationSchema
@@ -85,19 +86,11 @@ class MonitorTaskSchema(TaskSchema):
     dirs = fields.Nested(DirsSchema)
 
 
-SLURM_JOB_STATES = (
-    "PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "COMPLETED", "FAILED",
-    "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
-    "OUT_OF_MEMORY", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "REVOKED",
-    "SIGNALING", "SPECIAL_EXIT", "STAGE_OUT", "STOPPED",
-)
-
-
 class MonitorBodySchema(Schema):
     task = fields.Nested(MonitorTaskSchema, required=True)
     slurm_job_id = strict_int(1, 2**32 - 1, required=True)
     slurm_job_state = fields.String(validate=validate.OneOf(
-        SLURM_JOB_STATES, error="Not a Slurm job state; use one of: {choices}."))
+        MONITOR_STATES, error="Not a Slurm job state; use one of: {choices}."))
 
 
 class MonitorSchema(Schema):

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ...batch import JobSubmission
-from ..states import is_terminal, normalize_state
+from ...states import is_terminal, normalize_state
 
 
 @dataclass(frozen=True)

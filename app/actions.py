@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from . import constants, states
 from .auth import ApiKey, Forbidden
-from .errors import InvalidRequest, SlurmJobFinished, SlurmJobNotFound, SlurmProxyError, TaskNotFound
+from .errors import SlurmJobFinished, SlurmJobNotFound, SlurmProxyError, TaskNotFound, invalid
 from .policy import is_under
 from .schemas.task import SubmitSchema
 from .services import Services
@@ -49,8 +49,7 @@ def encode_cursor(created_at: datetime, uuid: str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if not re.fullmatch(CURSOR, cursor):
-        raise InvalidRequest("Invalid request: cursor: not a cursor (use next_cursor).",
-                             errors={"cursor": ["Not a cursor (use next_cursor)."]})
+        raise invalid({"cursor": ["Not a cursor (use next_cursor)."]})
     millis, _, uuid = cursor.partition(".")
     return datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc), uuid
 

@@ -10,11 +10,11 @@ import base64
 import ipaddress
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
+from .schemas.fields import SLURM_NAME as _NAME
 
 
 def _bool(value: Any) -> bool:
@@ -53,7 +53,6 @@ def _names_to_urls(value: Any) -> dict[str, str]:
     return dict(data)
 
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True)

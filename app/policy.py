@@ -15,7 +15,7 @@ import posixpath
 from typing import Any, Mapping
 
 from .auth import Forbidden
-from .errors import InvalidRequest
+from .errors import invalid
 from .notify import check_targets
 from .notify.base import csv_set
 
@@ -47,5 +47,4 @@ def check_task(plan: Mapping[str, Any], config: Mapping[str, Any]) -> None:
                 errors[field] = [f"Outside the allowed paths ({', '.join(prefixes)})."]
     errors.update(check_targets(plan.get("notification") or {}, config))
     if errors:
-        raise InvalidRequest("Invalid request: " + "; ".join(
-            f"{k}: {' '.join(v)}" for k, v in sorted(errors.items())), errors=errors)
+        raise invalid(errors)

@@ -16,11 +16,11 @@ from typing import Any, Mapping
 from . import constants, notify, policy, states
 from .auth import ApiKey, Forbidden
 from .batch import build_submission, output_paths
-from .errors import (InvalidRequest, JobAlreadyTracked, SlurmError, SlurmJobNotFound,
+from .errors import (JobAlreadyTracked, invalid, SlurmError, SlurmJobNotFound,
                      SlurmProxyError, SlurmTimeout, StoreUnavailable, TaskNotFound)
 from marshmallow import ValidationError
 
-from .schemas.fields import canonical_uuid
+from .schemas.fields import UUID, canonical_uuid
 from .services import Services
 from .tracking import (change_state, initial_deliveries, is_owners_job, record_job_state,
                        release_job_id)
@@ -44,20 +44,15 @@ def plan_task(task: Mapping[str, Any]) -> dict[str, Any]:
                 errors[f"task.{key}"] = [f"Not allowed for task name {task['name']!r}, "
                                          f"which runs its own command."]
     if errors:
-        raise_invalid(errors)
+        raise invalid(errors)
     plan = constants.resolve_task(task)
     missing = notify.missing_params(plan["notification"])
     if missing:
-        raise_invalid(missing)
+        raise invalid(missing)
     return plan
 
 
-def raise_invalid(errors: dict[str, list[str]]) -> None:
-    raise InvalidRequest("Invalid request: " + "; ".join(
-        f"{k}: {' '.join(v)}" for k, v in sorted(errors.items())), errors=errors)
-
-
-_UUID_IN_DEPENDENCY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID_IN_DEPENDENCY = re.compile(UUID)
 
 
 def resolve_dependency(services: Services, dependency: str, key: ApiKey) -> str:
@@ -66,7 +61,7 @@ def resolve_dependency(services: Services, dependency: str, key: ApiKey) -> str:
     def job_id_of(match: re.Match) -> str:
         record = services.store.get(match.group(0))
         if record is None or record.get("slurm_job_id") is None:
-            raise_invalid({"task.slurm.dependency": [
+            raise invalid({"task.slurm.dependency": [
                 f"Task {match.group(0)} is unknown here or has no Slurm job."]})
         key.check_owner(record)
         return str(record["slurm_job_id"])
@@ -134,7 +129,7 @@ def pick_cluster(services: Services, task: Mapping[str, Any]) -> str:
     """The task's cluster, checked against the configured ones (400 naming the field)."""
     name = task.get("cluster") or services.slurm.default
     if name not in services.slurm.names:
-        raise_invalid({"task.cluster": [f"Unknown cluster {name!r}; known: "
+        raise invalid({"task.cluster": [f"Unknown cluster {name!r}; known: "
                                         f"{', '.join(services.slurm.names)}."]})
     return name
 
@@ -183,7 +178,7 @@ def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey
     policy.check_user(task["username"], services.config)
     errors = notify.check_targets(task.get("notification") or {}, services.config)
     if errors:
-        raise_invalid(errors)
+        raise invalid(errors)
     job_id = monitor["slurm_job_id"]
     job = read_job_to_register(services, task["cluster"], job_id)
     if job.user_name != task["username"]:

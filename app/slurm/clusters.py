@@ -18,17 +18,16 @@ and ``event_secret`` (SLURM_EVENT_SECRET: this cluster's slurmctld event secret(
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Mapping
 
 from ..errors import ConfigError, SlurmProxyError
+from ..schemas.fields import SLURM_NAME as NAME
 
 
 class UnknownCluster(SlurmProxyError):
     status = 404
     code = "unknown_cluster"
 
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 FIELDS = {"base_url": "SLURM_BASE_URL", "api_version": "SLURM_API_VERSION",
           "user_name": "SLURM_USER_NAME", "token": "SLURM_USER_TOKEN",
           "token_file": "SLURM_USER_TOKEN_FILE", "jwt_key_base64": "SLURM_JWT_HS256_KEY_BASE64",

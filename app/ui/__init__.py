@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from flask import Flask, Response, request, session
 
 from ..auth import ROLES, ApiKey, authenticate, to_api_key
-from ..schemas.task import USERNAME
+from ..schemas.fields import USERNAME
 
 logger = logging.getLogger(__name__)
 

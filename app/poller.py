@@ -441,15 +441,12 @@ class Poller:
 
 
 def build_poller(config, store=None, slurm=None, notifiers=None) -> Poller:
-    from . import build_slurm_client
-    from .notify import build_notifiers
+    from . import services as wiring
     from .notify.dispatcher import Dispatcher
-    from .store import TaskStore
 
-    store = store if store is not None else TaskStore.from_config(config)
-    slurm = slurm if slurm is not None else build_slurm_client(config)
-    notifiers = notifiers if notifiers is not None else build_notifiers(config)
-    return Poller.from_config(store, slurm, Dispatcher.from_config(store, notifiers, config), config)
+    parts = wiring.build(config, wiring.POLLER, store=store, slurm=slurm, notifiers=notifiers)
+    return Poller.from_config(parts.store, parts.slurm,
+                              Dispatcher.from_config(parts.store, parts.notifiers, config), config)
 
 
 def start_in_thread(app) -> threading.Event:

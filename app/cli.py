@@ -60,8 +60,11 @@ class Client:
             human(body)
 
 
-def load_settings() -> dict[str, str]:
-    path = os.environ.get("SLURM_PROXY_CONFIG") or os.path.expanduser("~/.config/slurm-proxy/config.json")
+def load_settings(path: str | None) -> dict[str, str]:
+    """The client's own settings file (``url``, ``key``). The client is a program of
+    its own, run by users anywhere: its settings are its options, their environment
+    variables (click's ``envvar``) and this file, never the service's ``config.py``."""
+    path = path or os.path.expanduser("~/.config/slurm-proxy/config.json")
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -75,9 +78,11 @@ def load_settings() -> dict[str, str]:
 @click.option("--url", envvar="SLURM_PROXY_URL", help="The service, e.g. https://slurm-proxy.example.org")
 @click.option("--key", envvar="SLURM_PROXY_KEY", help="An API key (better: SLURM_PROXY_KEY or the config file)")
 @click.option("--json", "as_json", is_flag=True, help="Print the service's JSON answers.")
+@click.option("--config", "config_path", envvar="SLURM_PROXY_CONFIG",
+              help="The settings file (default ~/.config/slurm-proxy/config.json)")
 @click.pass_context
-def main(ctx, url, key, as_json):
-    settings = load_settings()
+def main(ctx, url, key, as_json, config_path):
+    settings = load_settings(config_path)
     ctx.obj = Client(url or settings.get("url") or "http://127.0.0.1:5001",
                      key or settings.get("key"), as_json)
 

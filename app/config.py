@@ -94,6 +94,11 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_PROXY_MAX_BODY_BYTES": Setting(1_048_576, int),
     "SLURM_PROXY_LOG_LEVEL": Setting("INFO"),
     "SLURM_PROXY_LOG_FORMAT": Setting("text"),
+    # prometheus_client also reads it from the environment itself (app/metrics.py)
+    "PROMETHEUS_MULTIPROC_DIR": Setting(""),
+    # run.py (development server) only
+    "SLURM_PROXY_DEV_POLLER": Setting(True, _bool),
+    "FLASK_DEBUG": Setting(False, _bool),
     # who may do what
     "SLURM_PROXY_AUTH": Setting(True, _bool),
     "SLURM_PROXY_API_KEYS_FILE": Setting("api-keys.json"),

@@ -466,8 +466,8 @@ def main() -> None:
     from .logs import setup_logging
 
     load_dotenv()
-    setup_logging()
     config = load_config()
+    setup_logging(config)
     poller = build_poller(config)
     if getattr(poller.store, "is_embedded", False):
         logger.warning("MONGODB_URI is not set: this poller has its own empty in-memory "

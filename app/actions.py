@@ -166,8 +166,7 @@ def read_output(services: Services, uuid: str, key: ApiKey, stream: str,
     record = record_by_uuid(services, uuid)
     user = record["task"]["username"]
     key.check_owner(record)
-    prefixes = [p.strip().replace("{username}", user)
-                for p in services.config["SLURM_PROXY_OUTPUT_PREFIXES"].split(",") if p.strip()]
+    prefixes = [p.replace("{username}", user) for p in services.config["SLURM_PROXY_OUTPUT_PREFIXES"]]
     if not prefixes:
         raise OutputUnavailable("This server does not read job output files "
                                 "(SLURM_PROXY_OUTPUT_PREFIXES is not set).")

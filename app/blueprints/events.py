@@ -47,7 +47,7 @@ class EventUnauthorized(SlurmProxyError):
 
 def event_secrets(config) -> dict[str, list[str]]:
     """Each cluster's accepted event secrets (empty list: events refused)."""
-    return {name: [s.strip() for s in settings.get("SLURM_EVENT_SECRET", "").split(",") if s.strip()]
+    return {name: list(settings["SLURM_EVENT_SECRET"])
             for name, settings in cluster_configs(config).items()}
 
 

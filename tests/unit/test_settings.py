@@ -56,3 +56,62 @@ def test_cli_reads_its_own_settings_file_named_by_option_or_variable(tmp_path, h
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["cluster"] == "c1"
     assert httpserver.log[0][0].headers["Authorization"] == "Bearer sp_x"
+
+
+@pytest.mark.parametrize("setting, text, says", [
+    ("SLURM_PROXY_UI_TRUSTED_PROXIES", "10.0.0.0/8, proxy.example.org",
+     "SLURM_PROXY_UI_TRUSTED_PROXIES: 'proxy.example.org' is not a network"),
+    ("NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS", "10.1.2.0/24,10.1.2.300/32",
+     "NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS: '10.1.2.300/32' is not a network"),
+    ("SLURM_PROXY_UI_PROXY_ROLES", "read,superuser", "SLURM_PROXY_UI_PROXY_ROLES: 'superuser' is not a role"),
+    ("SLURM_PROXY_UI_PROXY_ROLES", "read,admin", "SLURM_PROXY_UI_PROXY_ROLES: 'admin' is not a role"),
+])
+def test_a_bad_list_entry_stops_start_up_naming_setting_and_entry(setting, text, says):
+    for environ, override in (({setting: text}, {}), ({}, {setting: text})):
+        with pytest.raises(ConfigError) as exc:
+            load_config(environ, override)
+        assert says in str(exc.value)
+
+
+def test_a_short_event_secret_is_refused_without_showing_it():
+    with pytest.raises(ConfigError) as exc:
+        load_config({"SLURM_EVENT_SECRET": "a-long-enough-secret-0123, Zq9short"}, {})
+    message = str(exc.value)
+    assert "SLURM_EVENT_SECRET: secret 2 of 2 is shorter than 16 characters" in message
+    assert "Zq9short" not in message and "a-long-enough" not in message
+
+
+def test_lists_are_parsed_once_into_typed_values():
+    import ipaddress
+
+    config = load_config({"SLURM_PROXY_UI_TRUSTED_PROXIES": " 10.0.0.5 ,, ::1/128 ",
+                          "NOTIFICATIONS_SMTP_ALLOWED_DOMAINS": "Example.ORG, lab.example.org",
+                          "SLURM_PROXY_OUTPUT_PREFIXES": "/home/{username}, /scratch",
+                          "SLURM_EVENT_SECRET": "old-secret-being-rotated,new-secret-0123456789"}, {})
+    assert config["SLURM_PROXY_UI_TRUSTED_PROXIES"] == (ipaddress.ip_network("10.0.0.5/32"),
+                                                        ipaddress.ip_network("::1/128"))
+    assert config["NOTIFICATIONS_SMTP_ALLOWED_DOMAINS"] == {"example.org", "lab.example.org"}
+    assert config["SLURM_PROXY_OUTPUT_PREFIXES"] == ("/home/{username}", "/scratch")
+    assert config["SLURM_EVENT_SECRET"] == ("old-secret-being-rotated", "new-secret-0123456789")
+    assert config["SLURM_PROXY_DENIED_USERS"] == {"root"}
+    assert config["SLURM_PROXY_UI_PROXY_ROLES"] == {"submit", "read", "cancel"}
+    assert load_config({}, config) == config            # a parsed config loads as itself
+
+
+def test_a_cluster_files_event_secrets_may_be_a_list_and_are_checked(tmp_path):
+    from app.slurm.clusters import cluster_configs
+
+    path = tmp_path / "clusters.json"
+    path.write_text(json.dumps({"clusters": [
+        {"name": "a", "base_url": "http://a", "event_secret": ["first-secret-0123456", "second-secret-012345"]},
+        {"name": "b", "base_url": "http://b", "event_secret": "one-secret-0123456789"}]}))
+    config = load_config({}, {"SLURM_CLUSTERS_FILE": str(path)})
+    clusters = cluster_configs(config)
+    assert clusters["a"]["SLURM_EVENT_SECRET"] == ("first-secret-0123456", "second-secret-012345")
+    assert clusters["b"]["SLURM_EVENT_SECRET"] == ("one-secret-0123456789",)
+    path.write_text(json.dumps({"clusters": [{"name": "a", "base_url": "http://a",
+                                              "event_secret": "tiny"}]}))
+    with pytest.raises(ConfigError) as exc:
+        cluster_configs(config)
+    assert "cluster a: event_secret: secret 1 of 1 is shorter" in str(exc.value)
+    assert "tiny" not in str(exc.value)

@@ -14,12 +14,13 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from . import constants, states
+from . import constants
 from .auth import ApiKey, Forbidden
 from .errors import SlurmJobFinished, SlurmJobNotFound, SlurmProxyError, TaskNotFound, invalid
 from .policy import is_under
 from .schemas.task import SubmitSchema
 from .services import Services
+from .states import PENDING, RUNNING, is_final
 from .tasks import record_by_job_id, record_by_uuid, submit_task
 from .store import utcnow
 from .tracking import record_job_state
@@ -99,7 +100,7 @@ def wait_for_task(services: Services, record: dict[str, Any], key: ApiKey,
 def cancel_task(services: Services, record: dict[str, Any], key: ApiKey) -> dict[str, Any]:
     uuid, state = record["task"]["uuid"], record["slurm_job_state"]
     key.check_owner(record)
-    if states.is_final(state):
+    if is_final(state):
         raise TaskFinished(f"Task {uuid} has already finished ({state}); nothing to cancel.")
     job_id = record.get("slurm_job_id")
     if job_id is None:
@@ -250,7 +251,7 @@ def cluster_summary(slurm) -> dict[str, Any]:
                 part["cpus"]["idle"] += node.cpus - node.alloc_cpus
     for job in slurm.get_jobs():
         part = summary.get(job.partition or "")
-        if part is not None and job.state in (states.PENDING, states.RUNNING):
+        if part is not None and job.state in (PENDING, RUNNING):
             part["jobs"][job.state.lower()] += 1
     return {"partitions": list(summary.values()), "api_version": slurm.api_version,
             "generated_at": utcnow()}

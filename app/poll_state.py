@@ -89,7 +89,6 @@ class Watched:
             self.missing.discard(uuid)
 
 
-
 def array_state(array_job_id: int, elements: list[JobInfo]) -> JobInfo:
     """One state for a whole job array: active while any element is (RUNNING if one
     runs), else the most severe final state, with the highest exit code."""

@@ -3,7 +3,7 @@
 ``TASK_METADATA`` is the read-only registry of task types the reference README tells
 operators to extend: add an entry here to offer a new task name. A request's own
 fields are merged over a *copy* of its entry (``resolve_task``); the registry itself
-never changes at run time.
+never changes at run time. Job states and state sets live in ``app/states.py``.
 """
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ SLURM_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "nodes": 1,
     "environment": DEFAULT_ENVIRONMENT,
 })
+
 
 def deep_merge(base: dict, override: Mapping) -> dict:
     """Merge ``override`` into ``base`` in place: dicts key by key, the rest replaced."""

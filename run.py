@@ -3,8 +3,6 @@ with the poller in a thread (SLURM_PROXY_DEV_POLLER=0 to leave it out).
 
 For production use gunicorn (``gunicorn -c docker/gunicorn.conf.py wsgi:app``).
 """
-import os
-
 from dotenv import load_dotenv
 
 from app import create_app
@@ -13,16 +11,16 @@ from app.logs import setup_logging
 
 def main() -> None:
     load_dotenv()
-    setup_logging()
     app = create_app()
     config = app.extensions["slurm_proxy"].config
-    if os.environ.get("SLURM_PROXY_DEV_POLLER", "1") == "1":
+    setup_logging(config)
+    if config["SLURM_PROXY_DEV_POLLER"]:
         # Development only: the poller in a thread, sharing this process's store.
         from app.poller import start_in_thread
 
         start_in_thread(app)
     app.run(host=config["SLURM_PROXY_HOST"], port=config["SLURM_PROXY_PORT"],
-            threaded=True, debug=os.environ.get("FLASK_DEBUG") == "1", use_reloader=False)
+            threaded=True, debug=config["FLASK_DEBUG"], use_reloader=False)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 from dotenv import load_dotenv
 
 from app import create_app
+from app.config import load_config
 from app.logs import setup_logging
 
 load_dotenv()
-setup_logging()
+setup_logging(load_config())
 app = create_app()

@@ -1,9 +1,10 @@
 """The application factory.
 
-``create_app`` builds and wires; it connects to nothing (``MongoClient(connect=False)``,
+``create_app`` takes its parts from ``services.build`` (the one wiring, shared with the
+poller program and the key command); it connects to nothing (``MongoClient(connect=False)``,
 the Slurm session is made on first use) and starts no thread, so it is safe under a
-forking server and in tests. Tests pass ``store=``/``slurm=`` doubles instead of
-monkeypatching modules.
+forking server and in tests. Tests pass ``store=``/``slurm=``/``keys=`` doubles instead
+of monkeypatching modules.
 """
 from __future__ import annotations
 
@@ -16,11 +17,9 @@ from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 
 from .access import register_access_control, register_docs
-from .auth import key_store_from_config
-from .config import load_config, slurm_auth_from_config
+from . import services as wiring
+from .config import load_config
 from .errors import register_error_handlers
-from .services import Services
-from .store import TaskStore
 
 logger = logging.getLogger(__name__)
 
@@ -39,28 +38,6 @@ class JSONProvider(DefaultJSONProvider):
         if isinstance(o, date):
             return o.isoformat()
         return DefaultJSONProvider.default(o)
-
-
-def build_slurm_client(config: Mapping[str, Any]):
-    """A ``Clusters`` of one SlurmClient per configured cluster."""
-    from .slurm.client import SlurmClient
-    from .slurm.clusters import Clusters, cluster_configs
-    from .slurm.transport import Transport
-
-    clients = {}
-    for name, settings in cluster_configs(config).items():
-        transport = Transport(settings["SLURM_BASE_URL"], slurm_auth_from_config(settings),
-                              connect_timeout=settings["SLURM_CONNECT_TIMEOUT"],
-                              read_timeout=settings["SLURM_READ_TIMEOUT"])
-        clients[name] = SlurmClient(transport, settings["SLURM_API_VERSION"])
-    return Clusters(clients)
-
-
-def as_clusters(slurm, config: Mapping[str, Any]):
-    """A single client (a test double, say) becomes a one-cluster ``Clusters``."""
-    from .slurm.clusters import Clusters
-
-    return slurm if isinstance(slurm, Clusters) else Clusters({config["SLURM_CLUSTER_NAME"]: slurm})
 
 
 def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slurm=None,
@@ -83,23 +60,18 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
                 "description": "An API key: `Authorization: Bearer sp_<id>_<secret>`"}}},
         },
     )
-    if store is None:
-        store = TaskStore.from_config(config)
-        if store.is_embedded:
-            logger.warning(
-                "*** MONGODB_URI is not set: using an embedded in-memory store. Task "
-                "records are NOT kept across restarts and are not shared between "
-                "processes. Set MONGODB_URI for real use. ***")
-    slurm = as_clusters(slurm if slurm is not None else build_slurm_client(config), config)
-    if keys is None:
-        keys = key_store_from_config(config)
+    services = wiring.build(config, wiring.WEB, store=store, slurm=slurm, keys=keys)
+    if store is None and getattr(services.store, "is_embedded", False):
+        logger.warning(
+            "*** MONGODB_URI is not set: using an embedded in-memory store. Task "
+            "records are NOT kept across restarts and are not shared between "
+            "processes. Set MONGODB_URI for real use. ***")
     from .actions import ClusterCache
     from .watch import ChangeFeed
 
-    app.extensions["slurm_proxy"] = Services(
-        config=config, store=store, slurm=slurm, keys=keys,
-        cluster_cache=ClusterCache(config["SLURM_PROXY_CLUSTER_CACHE_SECONDS"]),
-        feed=ChangeFeed(store, interval=config["SLURM_PROXY_WATCH_INTERVAL"]))
+    services.cluster_cache = ClusterCache(config["SLURM_PROXY_CLUSTER_CACHE_SECONDS"])
+    services.feed = ChangeFeed(services.store, interval=config["SLURM_PROXY_WATCH_INTERVAL"])
+    app.extensions["slurm_proxy"] = services
     from .blueprints import health
     health.instrument(app)
     if config["SLURM_PROXY_TRUSTED_PROXIES"]:
@@ -107,7 +79,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
         # set by that many reverse proxies in front; never trusted otherwise.
         from werkzeug.middleware.proxy_fix import ProxyFix
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config["SLURM_PROXY_TRUSTED_PROXIES"])
-    register_access_control(app, keys, config)
+    register_access_control(app, services.keys, config)
     register_docs(app)
 
     api = Api(app)

@@ -16,10 +16,11 @@ from typing import Any, Mapping
 
 from . import constants
 from .auth import ApiKey, Forbidden
-from .errors import InvalidRequest, SlurmJobFinished, SlurmJobNotFound, SlurmProxyError, TaskNotFound
+from .errors import SlurmJobFinished, SlurmJobNotFound, SlurmProxyError, TaskNotFound, invalid
 from .policy import is_under
 from .schemas.task import SubmitSchema
 from .services import Services
+from .states import PENDING, RUNNING, is_final
 from .tasks import record_by_job_id, record_by_uuid, submit_task
 from .store import utcnow
 from .tracking import record_job_state
@@ -49,8 +50,7 @@ def encode_cursor(created_at: datetime, uuid: str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if not re.fullmatch(CURSOR, cursor):
-        raise InvalidRequest("Invalid request: cursor: not a cursor (use next_cursor).",
-                             errors={"cursor": ["Not a cursor (use next_cursor)."]})
+        raise invalid({"cursor": ["Not a cursor (use next_cursor)."]})
     millis, _, uuid = cursor.partition(".")
     return datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc), uuid
 
@@ -100,7 +100,7 @@ def wait_for_task(services: Services, record: dict[str, Any], key: ApiKey,
 def cancel_task(services: Services, record: dict[str, Any], key: ApiKey) -> dict[str, Any]:
     uuid, state = record["task"]["uuid"], record["slurm_job_state"]
     key.check_owner(record)
-    if state in constants.FINAL_STATES:
+    if is_final(state):
         raise TaskFinished(f"Task {uuid} has already finished ({state}); nothing to cancel.")
     job_id = record.get("slurm_job_id")
     if job_id is None:
@@ -167,8 +167,7 @@ def read_output(services: Services, uuid: str, key: ApiKey, stream: str,
     record = record_by_uuid(services, uuid)
     user = record["task"]["username"]
     key.check_owner(record)
-    prefixes = [p.strip().replace("{username}", user)
-                for p in services.config["SLURM_PROXY_OUTPUT_PREFIXES"].split(",") if p.strip()]
+    prefixes = [p.replace("{username}", user) for p in services.config["SLURM_PROXY_OUTPUT_PREFIXES"]]
     if not prefixes:
         raise OutputUnavailable("This server does not read job output files "
                                 "(SLURM_PROXY_OUTPUT_PREFIXES is not set).")
@@ -252,7 +251,7 @@ def cluster_summary(slurm) -> dict[str, Any]:
                 part["cpus"]["idle"] += node.cpus - node.alloc_cpus
     for job in slurm.get_jobs():
         part = summary.get(job.partition or "")
-        if part is not None and job.state in ("PENDING", "RUNNING"):
+        if part is not None and job.state in (PENDING, RUNNING):
             part["jobs"][job.state.lower()] += 1
     return {"partitions": list(summary.values()), "api_version": slurm.api_version,
             "generated_at": utcnow()}

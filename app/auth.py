@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from .errors import SlurmProxyError, StoreUnavailable
+from .errors import SlurmProxyError
 from .store import utcnow
 
 ROLES = ("submit", "read", "cancel", "admin")
@@ -153,37 +153,6 @@ class FileKeyStore:
         return True
 
 
-class MongoKeyStore:
-    def __init__(self, collection):
-        self.collection = collection
-        self._indexed = False
-
-    def _ready(self):
-        if not self._indexed:
-            self.collection.create_index("id", unique=True, name="key_id_unique")
-            self._indexed = True
-        return self.collection
-
-    def get(self, key_id: str) -> dict | None:
-        from pymongo.errors import PyMongoError
-        try:
-            return self._ready().find_one({"id": key_id}, {"_id": False})
-        except PyMongoError as exc:
-            raise StoreUnavailable(f"MongoDB is not available ({exc.__class__.__name__}) "
-                                   f"while checking the API key.") from None
-
-    def add(self, record: dict) -> None:
-        self._ready().insert_one(dict(record))
-
-    def list(self) -> list[dict]:
-        return list(self._ready().find({}, {"_id": False}))
-
-    def revoke(self, key_id: str) -> bool:
-        result = self._ready().update_one({"id": key_id, "revoked_at": None},
-                                          {"$set": {"revoked_at": utcnow()}})
-        return result.modified_count == 1
-
-
 class MemoryKeyStore(FileKeyStore):
     """For tests: the same behaviour, no file."""
 
@@ -196,16 +165,6 @@ class MemoryKeyStore(FileKeyStore):
 
     def _write(self, keys):
         self._keys = keys
-
-
-def key_store_from_config(config):
-    if config.get("MONGODB_URI"):
-        import pymongo
-
-        client = pymongo.MongoClient(config["MONGODB_URI"], connect=False, tz_aware=True,
-                                     serverSelectionTimeoutMS=config["MONGODB_TIMEOUT_MS"])
-        return MongoKeyStore(client[config["MONGODB_DB"]]["api_keys"])
-    return FileKeyStore(config["SLURM_PROXY_API_KEYS_FILE"])
 
 
 def authenticate(store, header: str | None) -> ApiKey:

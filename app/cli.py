@@ -27,8 +27,8 @@ from typing import Any
 import click
 import requests
 
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-         "DEADLINE", "OUT_OF_MEMORY", "LOST", "SUBMIT_FAILED"}
+from .states import COMPLETED, FINAL_STATES
+
 
 
 class Client:
@@ -60,8 +60,11 @@ class Client:
             human(body)
 
 
-def load_settings() -> dict[str, str]:
-    path = os.environ.get("SLURM_PROXY_CONFIG") or os.path.expanduser("~/.config/slurm-proxy/config.json")
+def load_settings(path: str | None) -> dict[str, str]:
+    """The client's own settings file (``url``, ``key``). The client is a program of
+    its own, run by users anywhere: its settings are its options, their environment
+    variables (click's ``envvar``) and this file, never the service's ``config.py``."""
+    path = path or os.path.expanduser("~/.config/slurm-proxy/config.json")
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -75,16 +78,18 @@ def load_settings() -> dict[str, str]:
 @click.option("--url", envvar="SLURM_PROXY_URL", help="The service, e.g. https://slurm-proxy.example.org")
 @click.option("--key", envvar="SLURM_PROXY_KEY", help="An API key (better: SLURM_PROXY_KEY or the config file)")
 @click.option("--json", "as_json", is_flag=True, help="Print the service's JSON answers.")
+@click.option("--config", "config_path", envvar="SLURM_PROXY_CONFIG",
+              help="The settings file (default ~/.config/slurm-proxy/config.json)")
 @click.pass_context
-def main(ctx, url, key, as_json):
-    settings = load_settings()
+def main(ctx, url, key, as_json, config_path):
+    settings = load_settings(config_path)
     ctx.obj = Client(url or settings.get("url") or "http://127.0.0.1:5001",
                      key or settings.get("key"), as_json)
 
 
 # -- helpers ---------------------------------------------------------------------
 def exit_status(monitor: dict[str, Any]) -> int:
-    if monitor["slurm_job_state"] == "COMPLETED":
+    if monitor["slurm_job_state"] == COMPLETED:
         return 0
     code, signal = monitor.get("exit_code"), monitor.get("signal")
     if code:
@@ -147,20 +152,20 @@ def follow(client: Client, uuid: str, timeout: float | None) -> int:
     until the task is final; return the job's exit status."""
     deadline = time.monotonic() + timeout if timeout else None
     last = None
-    while last not in FINAL:
+    while last not in FINAL_STATES:
         try:
             for event, data in events(client, f"/monitor/task_uuid/{uuid}/events"):
                 if event == "state" and data["slurm_job_state"] != last:
                     last = data["slurm_job_state"]
                     click.echo(f"{time.strftime('%H:%M:%S')} {uuid} job "
                                f"{data.get('slurm_job_id') or '-'}: {last}", err=True)
-                if event == "end" or last in FINAL:
+                if event == "end" or last in FINAL_STATES:
                     break
                 if deadline and time.monotonic() > deadline:
                     break
         except requests.RequestException:
             time.sleep(1)              # the service restarted or the network blinked
-        if deadline and time.monotonic() > deadline and last not in FINAL:
+        if deadline and time.monotonic() > deadline and last not in FINAL_STATES:
             raise click.ClickException(f"still {last} after {timeout:.0f} s")
     body = client.call("GET", f"/monitor/task_uuid/{uuid}")
     client.show(body, describe_task)

@@ -10,11 +10,11 @@ import base64
 import ipaddress
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
+from .schemas.fields import SLURM_NAME as _NAME
 
 
 def _bool(value: Any) -> bool:
@@ -53,7 +53,74 @@ def _names_to_urls(value: Any) -> dict[str, str]:
     return dict(data)
 
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+# -- comma-separated settings, parsed once into typed values ------------------------
+# Each parser takes the setting's text ("a, b,c") or an already parsed value (a test's
+# override, a cluster file's list), and raises ValueError naming the bad entry.
+
+def _entries(value: Any) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def name_list(value: Any) -> tuple[str, ...]:
+    """``"a, b"`` -> ``("a", "b")``, in order (path prefixes)."""
+    return tuple(_entries(value))
+
+
+name_list.is_list = True
+
+
+def name_set(value: Any) -> frozenset[str]:
+    """``"Example.org, #Jobs"`` -> ``{"example.org", "#jobs"}`` (matched case-blind)."""
+    return frozenset(entry.lower() for entry in _entries(value))
+
+
+name_set.is_list = True
+
+
+def network_list(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``"10.0.0.0/8, ::1"`` -> IP networks."""
+    out = []
+    for entry in _entries(value):
+        try:
+            out.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not a network (e.g. 10.0.0.0/8)") from None
+    return tuple(out)
+
+
+network_list.is_list = True
+
+
+def secret_list(value: Any) -> tuple[str, ...]:
+    """Several secrets (the new one and the one being rotated out), each at least 16
+    characters. An error never shows a secret."""
+    out = name_list(value)
+    for i, secret in enumerate(out, 1):
+        if len(secret) < 16:
+            raise ValueError(f"secret {i} of {len(out)} is shorter than 16 characters "
+                             f"(each secret must be at least 16 characters)")
+    return out
+
+
+secret_list.is_list = True
+
+
+def role_set(value: Any) -> frozenset[str]:
+    """Roles a single sign-on user gets: any of the key roles but ``admin``."""
+    from .auth import ROLES
+
+    out = name_set(value)
+    for role in sorted(out):
+        if role not in ROLES or role == "admin":
+            raise ValueError(f"{role!r} is not a role a signed-in user may get "
+                             f"(use {', '.join(r for r in ROLES if r != 'admin')})")
+    return out
+
+
+role_set.is_list = True
 
 
 @dataclass(frozen=True)
@@ -61,6 +128,11 @@ class Setting:
     default: Any
     kind: Callable[[Any], Any] = str
     secret: bool = False          # never echo the value in an error
+
+
+def is_list(setting: Setting) -> bool:
+    """A comma-separated setting (its errors name the bad entry, not the whole text)."""
+    return getattr(setting.kind, "is_list", False)
 
 
 SETTINGS: dict[str, Setting] = {
@@ -83,7 +155,7 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_SLURMDB": Setting(False, _bool),
     "SLURM_POLL_INTERVAL_WITH_EVENTS": Setting(60.0, float),
     # events from slurmctld (POST /events/slurm/jobcomp)
-    "SLURM_EVENT_SECRET": Setting(""),
+    "SLURM_EVENT_SECRET": Setting((), secret_list, secret=True),
     # MongoDB
     "MONGODB_URI": Setting(""),
     "MONGODB_DB": Setting("slurm_proxy"),
@@ -95,6 +167,11 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_PROXY_MAX_BODY_BYTES": Setting(1_048_576, int),
     "SLURM_PROXY_LOG_LEVEL": Setting("INFO"),
     "SLURM_PROXY_LOG_FORMAT": Setting("text"),
+    # prometheus_client also reads it from the environment itself (app/metrics.py)
+    "PROMETHEUS_MULTIPROC_DIR": Setting(""),
+    # run.py (development server) only
+    "SLURM_PROXY_DEV_POLLER": Setting(True, _bool),
+    "FLASK_DEBUG": Setting(False, _bool),
     # who may do what
     "SLURM_PROXY_AUTH": Setting(True, _bool),
     "SLURM_PROXY_API_KEYS_FILE": Setting("api-keys.json"),
@@ -103,20 +180,20 @@ SETTINGS: dict[str, Setting] = {
     "SLURM_PROXY_RATE_LIMIT_STORAGE": Setting(""),
     "SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT": Setting("5/second;60/minute"),
     "SLURM_PROXY_TRUSTED_PROXIES": Setting(0, int),
-    "SLURM_PROXY_ALLOWED_PATH_PREFIXES": Setting(""),
-    "SLURM_PROXY_DENIED_USERS": Setting("root"),
+    "SLURM_PROXY_ALLOWED_PATH_PREFIXES": Setting((), name_list),
+    "SLURM_PROXY_DENIED_USERS": Setting(frozenset({"root"}), name_set),
     "SLURM_PROXY_MAX_WAIT": Setting(60, int),
     "SLURM_PROXY_STREAM_MAX_SECONDS": Setting(3600.0, float),
     "SLURM_PROXY_WATCH_INTERVAL": Setting(0.5, float),
-    "SLURM_PROXY_OUTPUT_PREFIXES": Setting(""),
+    "SLURM_PROXY_OUTPUT_PREFIXES": Setting((), name_list),
     "SLURM_PROXY_CLUSTER_CACHE_SECONDS": Setting(5.0, float),
     # the web page (/ui/)
     "SLURM_PROXY_SECRET_KEY": Setting(""),
     "SLURM_PROXY_UI_SESSION_HOURS": Setting(8.0, float),
     "SLURM_PROXY_SECURE_COOKIES": Setting(False, _bool),
     "SLURM_PROXY_UI_USER_HEADER": Setting(""),
-    "SLURM_PROXY_UI_TRUSTED_PROXIES": Setting(""),
-    "SLURM_PROXY_UI_PROXY_ROLES": Setting("submit,read,cancel"),
+    "SLURM_PROXY_UI_TRUSTED_PROXIES": Setting((), network_list),
+    "SLURM_PROXY_UI_PROXY_ROLES": Setting(frozenset({"submit", "read", "cancel"}), role_set),
     # notifications: delivery
     "NOTIFICATIONS_TIMEOUT": Setting(10.0, float),
     "NOTIFICATIONS_MAX_ATTEMPTS": Setting(8, int),
@@ -132,7 +209,7 @@ SETTINGS: dict[str, Setting] = {
     "NOTIFICATIONS_SMTP_USERNAME": Setting(""),
     "NOTIFICATIONS_SMTP_PASSWORD": Setting(""),
     "NOTIFICATIONS_SMTP_FROM": Setting("slurm-proxy@localhost"),
-    "NOTIFICATIONS_SMTP_ALLOWED_DOMAINS": Setting(""),
+    "NOTIFICATIONS_SMTP_ALLOWED_DOMAINS": Setting(frozenset(), name_set),
     # Gmail API
     "NOTIFICATIONS_GMAIL_CREDENTIALS_FILE": Setting(""),
     "NOTIFICATIONS_GMAIL_SENDER": Setting(""),
@@ -141,7 +218,7 @@ SETTINGS: dict[str, Setting] = {
     "NOTIFICATIONS_SLACK_WEBHOOK_URL": Setting(""),
     "NOTIFICATIONS_SLACK_DEFAULT_CHANNEL": Setting(""),
     "NOTIFICATIONS_SLACK_API_URL": Setting("https://slack.com/api/"),
-    "NOTIFICATIONS_SLACK_ALLOWED_CHANNELS": Setting(""),
+    "NOTIFICATIONS_SLACK_ALLOWED_CHANNELS": Setting(frozenset(), name_set),
     # RabbitMQ
     "NOTIFICATIONS_RABBITMQ_URL": Setting(""),
     "NOTIFICATIONS_RABBITMQ_EXCHANGE": Setting("slurm-proxy"),
@@ -152,7 +229,7 @@ SETTINGS: dict[str, Setting] = {
     # webhooks
     "NOTIFICATIONS_WEBHOOK_SECRET": Setting(""),
     "NOTIFICATIONS_WEBHOOK_ALLOW_HTTP": Setting(False, _bool),
-    "NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS": Setting(""),
+    "NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS": Setting((), network_list),
     # apprise: {"name": "scheme://..."}; tasks name targets, the URLs stay here
     "NOTIFICATIONS_APPRISE_TARGETS": Setting({}, _names_to_urls, secret=True),
 }
@@ -173,9 +250,16 @@ def load_config(environ: Mapping[str, str] | None = None,
             try:
                 config[key] = setting.kind(environ[key])
             except ValueError as exc:
-                problems.append(f"{key}: {exc}" if setting.secret else
+                problems.append(f"{key}: {exc}" if setting.secret or is_list(setting) else
                                 f"{key}={environ[key]!r} is not a valid {setting.kind.__name__}")
     config.update(test_config or {})
+    for key, value in (test_config or {}).items():
+        # An override given as text (tests, cluster files) is parsed like the environment's.
+        if key in SETTINGS and is_list(SETTINGS[key]):
+            try:
+                config[key] = SETTINGS[key].kind(value)
+            except ValueError as exc:
+                problems.append(f"{key}: {exc}")
     for key, allowed in CHOICES.items():
         if config[key] not in allowed:
             problems.append(f"{key}={config[key]!r} must be one of {', '.join(allowed)}")
@@ -184,11 +268,6 @@ def load_config(environ: Mapping[str, str] | None = None,
     if not config["SLURM_PROXY_AUTH"] and not is_loopback(config["SLURM_PROXY_HOST"]):
         problems.append("SLURM_PROXY_AUTH=0 (no authentication) is only allowed with "
                         "SLURM_PROXY_HOST on loopback (127.0.0.1, ::1 or localhost)")
-    for cidr in filter(None, (c.strip() for c in config["NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS"].split(","))):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            problems.append(f"NOTIFICATIONS_WEBHOOK_ALLOWED_NETWORKS: {cidr!r} is not a network")
     for key in ("SLURM_PROXY_RATE_LIMIT", "SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT"):
         if config[key].strip():
             from limits import parse_many
@@ -198,13 +277,7 @@ def load_config(environ: Mapping[str, str] | None = None,
                 problems.append(f"{key}={config[key]!r} is not a rate limit (e.g. 5/second;60/minute)")
     if config["SLURM_PROXY_TRUSTED_PROXIES"] < 0:
         problems.append("SLURM_PROXY_TRUSTED_PROXIES must be 0 or more")
-    proxies = [p.strip() for p in config["SLURM_PROXY_UI_TRUSTED_PROXIES"].split(",") if p.strip()]
-    for cidr in proxies:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            problems.append(f"SLURM_PROXY_UI_TRUSTED_PROXIES: {cidr!r} is not a network")
-    if config["SLURM_PROXY_UI_USER_HEADER"] and not proxies:
+    if config["SLURM_PROXY_UI_USER_HEADER"] and not config["SLURM_PROXY_UI_TRUSTED_PROXIES"]:
         problems.append("SLURM_PROXY_UI_USER_HEADER needs SLURM_PROXY_UI_TRUSTED_PROXIES (the "
                         "proxy addresses the header is believed from)")
     if config["SLURM_PROXY_WATCH_INTERVAL"] < 0.1:
@@ -215,8 +288,6 @@ def load_config(environ: Mapping[str, str] | None = None,
         problems.append("SLURM_POLL_INTERVAL_WITH_EVENTS must be at least SLURM_POLL_INTERVAL")
     if config["NOTIFICATIONS_CONCURRENCY"] < 1 or config["NOTIFICATIONS_PER_PEER"] < 1:
         problems.append("NOTIFICATIONS_CONCURRENCY and NOTIFICATIONS_PER_PEER must be at least 1")
-    if any(len(s.strip()) < 16 for s in config["SLURM_EVENT_SECRET"].split(",") if s.strip()):
-        problems.append("SLURM_EVENT_SECRET: each secret must be at least 16 characters")
     if problems:
         raise ConfigError("Invalid configuration: " + "; ".join(problems))
     return config

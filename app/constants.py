@@ -1,9 +1,9 @@
-"""The task registry and the record states.
+"""The task registry.
 
 ``TASK_METADATA`` is the read-only registry of task types the reference README tells
 operators to extend: add an entry here to offer a new task name. A request's own
 fields are merged over a *copy* of its entry (``resolve_task``); the registry itself
-never changes at run time.
+never changes at run time. Job states and state sets live in ``app/states.py``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from .notify import registry_params
-from .slurm.states import TERMINAL_STATES
 
 DEFAULT_ENVIRONMENT = "PATH=/bin/:/usr/bin/:/sbin/"
 
@@ -84,18 +83,6 @@ SLURM_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "nodes": 1,
     "environment": DEFAULT_ENVIRONMENT,
 })
-
-# Record states of our own, before or instead of a Slurm state.
-SUBMITTING = "SUBMITTING"          # record saved, submit under way
-SUBMIT_FAILED = "SUBMIT_FAILED"    # slurmrestd refused the job or could not be reached
-SUBMIT_UNKNOWN = "SUBMIT_UNKNOWN"  # submit timed out: the job may or may not exist
-LOST = "LOST"                      # slurmctld forgot the job and no accounting said how it ended
-
-# States after which nothing more happens to a task: Slurm's terminal states and ours.
-FINAL_STATES = frozenset(TERMINAL_STATES | {SUBMIT_FAILED, LOST})
-# Reported when task.notification.on is not given (the reference: "upon job completion").
-DEFAULT_NOTIFY_STATES = frozenset(TERMINAL_STATES | {LOST})
-
 
 
 def deep_merge(base: dict, override: Mapping) -> dict:

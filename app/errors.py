@@ -150,6 +150,13 @@ def describe_fields(flat: dict[str, list[str]]) -> str:
     return "Invalid request: " + "; ".join(parts)
 
 
+def invalid(errors: dict[str, list[str]]) -> InvalidRequest:
+    """The 400 for bad input: ``errors`` maps each bad field to what is wrong with it,
+    and the message names them all (``Invalid request: task.cwd: ...; task.uuid: ...``).
+    Every "Invalid request" answer is built here or by the handlers below."""
+    return InvalidRequest(describe_fields(errors), errors=errors)
+
+
 def error_response(status: int, code: str, message: str, errors=None, headers=None):
     body = {"code": code, "status": status, "message": message, "errors": errors or {}}
     return jsonify(body), status, headers or {}

@@ -15,7 +15,8 @@ import sys
 
 from dotenv import load_dotenv
 
-from .auth import ROLES, describe, key_store_from_config, new_key
+from . import services
+from .auth import ROLES, describe, new_key
 from .config import load_config
 
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     load_dotenv()
-    store = key_store_from_config(load_config())
+    store = services.build(load_config(), services.KEYS).keys
     if args.command == "create":
         try:
             plaintext, record = new_key(args.name, _split(args.users), _split(args.roles))

@@ -4,13 +4,16 @@ One line per event. SLURM_PROXY_LOG_FORMAT=json writes JSON lines with ``time``,
 ``level``, ``logger``, ``pid``, ``message`` and, on every line about a task, its
 ``task_uuid`` and ``slurm_job_id`` as fields (taken from the ``task_uuid=…`` and
 ``slurm_job_id=…`` every such message carries, by convention).
+
+The level and format come from the settings (``config.py``), passed in by the entry
+points; this module reads no environment.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
+from typing import Any, Mapping
 from datetime import datetime, timezone
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
@@ -34,23 +37,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
-def formatter(fmt: str | None = None) -> logging.Formatter:
-    fmt = (fmt or os.environ.get("SLURM_PROXY_LOG_FORMAT") or "text").lower()
-    return JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+def formatter(fmt: str = "text") -> logging.Formatter:
+    return JsonFormatter() if fmt.lower() == "json" else logging.Formatter(TEXT_FORMAT)
 
 
-def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
-    level = (level or os.environ.get("SLURM_PROXY_LOG_LEVEL") or "INFO").upper()
+def setup_logging(config: Mapping[str, Any]) -> None:
+    """SLURM_PROXY_LOG_LEVEL and SLURM_PROXY_LOG_FORMAT, for the whole process."""
+    level = config["SLURM_PROXY_LOG_LEVEL"].upper()
     handler = logging.StreamHandler()
-    handler.setFormatter(formatter(fmt))
+    handler.setFormatter(formatter(config["SLURM_PROXY_LOG_FORMAT"]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
 
 
-def gunicorn_logconfig() -> dict:
+def gunicorn_logconfig(config: Mapping[str, Any]) -> dict:
     """gunicorn's own loggers (errors, access lines) in the same format."""
-    fmt = (os.environ.get("SLURM_PROXY_LOG_FORMAT") or "text").lower()
+    fmt = config["SLURM_PROXY_LOG_FORMAT"].lower()
     return {
         "version": 1, "disable_existing_loggers": False,
         "formatters": {"main": {"()": JsonFormatter} if fmt == "json" else {"format": TEXT_FORMAT}},

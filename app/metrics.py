@@ -7,11 +7,15 @@ keeps them in files there and ``/metrics`` adds them up. What the store knows (a
 tasks by state, the outbox backlog, how long ago the poller last finished a cycle) is
 read from the store when ``/metrics`` is scraped, so it is right whichever process
 answers.
+
+PROMETHEUS_MULTIPROC_DIR is read twice: by prometheus_client itself, from the
+environment, when it is first imported (it then writes its values to files there; no
+setting can reach it that early), and by this service through ``config.py``, to add
+the files up (``render``) and drop a dead worker's (``mark_process_dead``).
 """
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
@@ -85,9 +89,9 @@ class StoreCollector:
         yield leader
 
 
-def render(store, poll_interval: float, clusters=()) -> tuple[bytes, str]:
+def render(store, poll_interval: float, clusters=(), directory: str = "") -> tuple[bytes, str]:
+    """The exposition; ``directory``: PROMETHEUS_MULTIPROC_DIR (every process's values)."""
     registry = CollectorRegistry()
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         from prometheus_client import multiprocess
 
@@ -102,9 +106,9 @@ def render(store, poll_interval: float, clusters=()) -> tuple[bytes, str]:
     return output + generate_latest(extra), CONTENT_TYPE_LATEST
 
 
-def mark_process_dead(pid: int) -> None:
+def mark_process_dead(pid: int, directory: str) -> None:
     """gunicorn's child_exit hook: drop a dead worker's live gauges."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if directory:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid, directory)

@@ -15,17 +15,12 @@ import posixpath
 from typing import Any, Mapping
 
 from .auth import Forbidden
-from .errors import InvalidRequest
+from .errors import invalid
 from .notify import check_targets
-from .notify.base import csv_set
-
-
-def _split(text: str) -> list[str]:
-    return [p.strip() for p in (text or "").split(",") if p.strip()]
 
 
 def check_user(username: str, config: Mapping[str, Any]) -> None:
-    if username.lower() in csv_set(config["SLURM_PROXY_DENIED_USERS"]):
+    if username.lower() in config["SLURM_PROXY_DENIED_USERS"]:
         raise Forbidden(f"This service never acts for user {username!r}.")
 
 
@@ -38,7 +33,7 @@ def check_task(plan: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     check_user(plan["username"], config)
     errors: dict[str, list[str]] = {}
     prefixes = [p.replace("{username}", plan["username"])
-                for p in _split(config["SLURM_PROXY_ALLOWED_PATH_PREFIXES"])]
+                for p in config["SLURM_PROXY_ALLOWED_PATH_PREFIXES"]]
     if prefixes:
         paths = {"task.cwd": plan.get("cwd")}
         paths.update({f"task.dirs.{k}": v for k, v in (plan.get("dirs") or {}).items()})
@@ -47,5 +42,4 @@ def check_task(plan: Mapping[str, Any], config: Mapping[str, Any]) -> None:
                 errors[field] = [f"Outside the allowed paths ({', '.join(prefixes)})."]
     errors.update(check_targets(plan.get("notification") or {}, config))
     if errors:
-        raise InvalidRequest("Invalid request: " + "; ".join(
-            f"{k}: {' '.join(v)}" for k, v in sorted(errors.items())), errors=errors)
+        raise invalid(errors)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .constants import SUBMIT_UNKNOWN, SUBMITTING
+from .states import ARRAY_SEVERITY as _ARRAY_SEVERITY, RUNNING, SUBMIT_UNKNOWN, SUBMITTING
 from .slurm.versions import JobInfo
 
 FULL_SYNC_EVERY = 30          # cycles between fetches without update_time, for safety
@@ -101,18 +101,13 @@ class Watched:
             self.unsettled.discard(uuid)
 
 
-# An array ends with the worst of its elements' ends.
-_ARRAY_SEVERITY = ("COMPLETED", "CANCELLED", "PREEMPTED", "DEADLINE", "TIMEOUT", "OUT_OF_MEMORY",
-                   "NODE_FAIL", "BOOT_FAIL", "FAILED")
-
-
 def array_state(array_job_id: int, elements: list[JobInfo]) -> JobInfo:
     """One state for a whole job array: active while any element is (RUNNING if one
     runs), else the most severe final state, with the highest exit code."""
     first = min(elements, key=lambda j: (j.array_task_id is None, j.array_task_id or 0))
     unfinished = [j for j in elements if not j.is_terminal]
     if unfinished:
-        state = "RUNNING" if any(j.state == "RUNNING" for j in unfinished) else unfinished[0].state
+        state = RUNNING if any(j.state == RUNNING for j in unfinished) else unfinished[0].state
         return replace(first, job_id=array_job_id, state=state, state_flags=(), end_time=None)
     worst = max(elements, key=lambda j: _ARRAY_SEVERITY.index(j.state)
                 if j.state in _ARRAY_SEVERITY else len(_ARRAY_SEVERITY))

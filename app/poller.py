@@ -51,9 +51,9 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from . import metrics
-from .constants import FINAL_STATES, LOST, SUBMIT_FAILED, SUBMIT_UNKNOWN, SUBMITTING
 from .errors import SlurmJobNotFound, SlurmProxyError, StoreUnavailable
-from .slurm.states import TERMINAL_STATES, is_terminal
+from .states import (FINAL_STATES, LOST, RUNNING, SUBMIT_FAILED, SUBMIT_UNKNOWN, SUBMITTING,
+                     TERMINAL_STATES, is_terminal)
 from .slurm.versions import JobInfo
 from .store import utcnow
 from .tracking import change_state, is_owners_job, job_facts, record_job_state, settled_state
@@ -483,7 +483,7 @@ class Poller:
         if job is not None and not is_owners_job(record, job):
             job = None                  # anyone may write any comment on their own job
         if job is not None:
-            state = settled_state(job) or "RUNNING"          # still completing
+            state = settled_state(job) or RUNNING          # still completing
             changed = change_state(self.store, record, state,
                                    fields={"slurm_job_id": job.job_id, **job_facts(job)},
                                    note="job found by its comment after an unanswered submit",
@@ -585,15 +585,12 @@ class Poller:
 
 
 def build_poller(config, store=None, slurm=None, notifiers=None) -> Poller:
-    from . import build_slurm_client
-    from .notify import build_notifiers
+    from . import services as wiring
     from .notify.dispatcher import Dispatcher
-    from .store import TaskStore
 
-    store = store if store is not None else TaskStore.from_config(config)
-    slurm = slurm if slurm is not None else build_slurm_client(config)
-    notifiers = notifiers if notifiers is not None else build_notifiers(config)
-    return Poller.from_config(store, slurm, Dispatcher.from_config(store, notifiers, config), config)
+    parts = wiring.build(config, wiring.POLLER, store=store, slurm=slurm, notifiers=notifiers)
+    return Poller.from_config(parts.store, parts.slurm,
+                              Dispatcher.from_config(parts.store, parts.notifiers, config), config)
 
 
 def start_in_thread(app) -> threading.Event:
@@ -613,8 +610,8 @@ def main() -> None:
     from .logs import setup_logging
 
     load_dotenv()
-    setup_logging()
     config = load_config()
+    setup_logging(config)
     poller = build_poller(config)
     if getattr(poller.store, "is_embedded", False):
         logger.warning("MONGODB_URI is not set: this poller has its own empty in-memory "

@@ -1,4 +1,9 @@
-"""``TaskStore``: the only module that touches pymongo.
+"""``TaskStore`` and ``MongoKeyStore``: the only module that touches pymongo.
+
+``mongo_client`` makes the process's one ``MongoClient`` (``services.build`` calls it
+once and hands it to the task store and the key store). flask-limiter's MongoDB
+storage cannot be given a client: it makes its own from the URI, lazily, on the first
+counted request (see ``access.build_limiter``).
 
 One document per task, keyed by ``task.uuid`` (unique index, so two racing submits of
 the same uuid cannot both get in) and indexed by ``slurm_job_id``. A task's
@@ -19,7 +24,7 @@ from typing import Any, Iterable, Iterator
 import pymongo
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from .constants import FINAL_STATES
+from .states import FINAL_STATES
 from .errors import DuplicateTask, JobAlreadyTracked, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -69,6 +74,16 @@ def holder(doc: dict[str, Any]) -> dict[str, Any]:
             "active": bool(doc.get("active", is_active(doc["slurm_job_state"])))}
 
 
+def mongo_client(config) -> pymongo.MongoClient:
+    """A client for MONGODB_URI that connects on first use (``connect=False``), so it
+    may be made before a forking server forks; every timeout bounded."""
+    timeout = config["MONGODB_TIMEOUT_MS"]
+    return pymongo.MongoClient(config["MONGODB_URI"], connect=False, tz_aware=True,
+                               serverSelectionTimeoutMS=timeout,
+                               connectTimeoutMS=timeout,
+                               socketTimeoutMS=max(10_000, timeout))
+
+
 class TaskStore:
     is_embedded = False
 
@@ -79,16 +94,13 @@ class TaskStore:
         self._indexed = False
 
     @classmethod
-    def from_config(cls, config):
-        uri = config.get("MONGODB_URI")
-        if not uri:
+    def from_config(cls, config, client=None):
+        """The store MONGODB_URI names, on ``client`` (the process's one client), or
+        the embedded in-memory store when it is not set."""
+        if not config.get("MONGODB_URI"):
             from .memory_store import MemoryTaskStore
             return MemoryTaskStore()
-        timeout = config["MONGODB_TIMEOUT_MS"]
-        client = pymongo.MongoClient(uri, connect=False, tz_aware=True,
-                                     serverSelectionTimeoutMS=timeout,
-                                     connectTimeoutMS=timeout,
-                                     socketTimeoutMS=max(10_000, timeout))
+        client = client if client is not None else mongo_client(config)
         return cls(client[config["MONGODB_DB"]][config["MONGODB_COLLECTION"]])
 
     @classmethod
@@ -350,3 +362,35 @@ class TaskStore:
                     {"$count": "n"}]
         with self._op("count the outbox"):
             return next(iter(self.collection.aggregate(pipeline)), {"n": 0})["n"]
+
+
+class MongoKeyStore:
+    """API keys in MongoDB (collection ``api_keys``), by id; only their hashes."""
+
+    def __init__(self, collection):
+        self.collection = collection
+        self._indexed = False
+
+    def _ready(self):
+        if not self._indexed:
+            self.collection.create_index("id", unique=True, name="key_id_unique")
+            self._indexed = True
+        return self.collection
+
+    def get(self, key_id: str) -> dict | None:
+        try:
+            return self._ready().find_one({"id": key_id}, {"_id": False})
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"MongoDB is not available ({exc.__class__.__name__}) "
+                                   f"while checking the API key.") from None
+
+    def add(self, record: dict) -> None:
+        self._ready().insert_one(dict(record))
+
+    def list(self) -> list[dict]:
+        return list(self._ready().find({}, {"_id": False}))
+
+    def revoke(self, key_id: str) -> bool:
+        result = self._ready().update_one({"id": key_id, "revoked_at": None},
+                                          {"$set": {"revoked_at": utcnow()}})
+        return result.modified_count == 1

@@ -13,14 +13,14 @@ import re
 import time
 from typing import Any, Mapping
 
-from . import constants, notify, policy
+from . import constants, notify, policy, states
 from .auth import ApiKey, Forbidden
 from .batch import build_submission, output_paths
-from .errors import (InvalidRequest, JobAlreadyTracked, SlurmError, SlurmJobNotFound,
+from .errors import (JobAlreadyTracked, invalid, SlurmError, SlurmJobNotFound,
                      SlurmProxyError, SlurmTimeout, StoreUnavailable, TaskNotFound)
 from marshmallow import ValidationError
 
-from .schemas.fields import canonical_uuid
+from .schemas.fields import UUID, canonical_uuid
 from .services import Services
 from .tracking import (change_state, initial_deliveries, is_owners_job, record_job_state,
                        release_job_id)
@@ -44,20 +44,15 @@ def plan_task(task: Mapping[str, Any]) -> dict[str, Any]:
                 errors[f"task.{key}"] = [f"Not allowed for task name {task['name']!r}, "
                                          f"which runs its own command."]
     if errors:
-        raise_invalid(errors)
+        raise invalid(errors)
     plan = constants.resolve_task(task)
     missing = notify.missing_params(plan["notification"])
     if missing:
-        raise_invalid(missing)
+        raise invalid(missing)
     return plan
 
 
-def raise_invalid(errors: dict[str, list[str]]) -> None:
-    raise InvalidRequest("Invalid request: " + "; ".join(
-        f"{k}: {' '.join(v)}" for k, v in sorted(errors.items())), errors=errors)
-
-
-_UUID_IN_DEPENDENCY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID_IN_DEPENDENCY = re.compile(UUID)
 
 
 def resolve_dependency(services: Services, dependency: str, key: ApiKey) -> str:
@@ -66,7 +61,7 @@ def resolve_dependency(services: Services, dependency: str, key: ApiKey) -> str:
     def job_id_of(match: re.Match) -> str:
         record = services.store.get(match.group(0))
         if record is None or record.get("slurm_job_id") is None:
-            raise_invalid({"task.slurm.dependency": [
+            raise invalid({"task.slurm.dependency": [
                 f"Task {match.group(0)} is unknown here or has no Slurm job."]})
         key.check_owner(record)
         return str(record["slurm_job_id"])
@@ -105,7 +100,7 @@ def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey, *,
             services, plan["slurm"]["dependency"], key)
     submission = build_submission(plan)
     uuid, user = plan["uuid"], plan["username"]
-    record = new_record(plan, state=constants.SUBMITTING, source="submit")
+    record = new_record(plan, state=states.SUBMITTING, source="submit")
     if resubmitted_from:
         record["resubmitted_from"] = resubmitted_from
     services.store.insert(record)
@@ -113,19 +108,19 @@ def submit_task(services: Services, task: Mapping[str, Any], key: ApiKey, *,
     try:
         job_id = slurm.submit(submission, user=user)
     except SlurmError as exc:
-        state = constants.SUBMIT_UNKNOWN if isinstance(exc, SlurmTimeout) else constants.SUBMIT_FAILED
+        state = states.SUBMIT_UNKNOWN if isinstance(exc, SlurmTimeout) else states.SUBMIT_FAILED
         _record_failure(services, record, state, exc)
         logger.warning("submit failed task_uuid=%s slurm_job_id=- state=%s: %s",
                        uuid, state, exc.message)
         exc.message = (f"{exc.message} The task was recorded as {state} under uuid {uuid}"
                        + (" and will be reconciled if the job turns up."
-                          if state == constants.SUBMIT_UNKNOWN else "; nothing was queued."))
+                          if state == states.SUBMIT_UNKNOWN else "; nothing was queued."))
         raise
     fields = {"slurm_job_id": job_id, "slurm_api_version": slurm.api_version}
     _save_submitted(services, record, job_id, fields)
     logger.info("submitted task_uuid=%s slurm_job_id=%s user=%s in %.1f ms",
                 uuid, job_id, user, (time.monotonic() - started) * 1000)
-    return {"uuid": uuid, "slurm_job_id": job_id, "slurm_job_state": "PENDING",
+    return {"uuid": uuid, "slurm_job_id": job_id, "slurm_job_state": states.PENDING,
             "name": plan["name"], "username": user, "cluster": plan["cluster"],
             "links": {"monitor": f"/monitor/task_uuid/{uuid}"}}
 
@@ -134,7 +129,7 @@ def pick_cluster(services: Services, task: Mapping[str, Any]) -> str:
     """The task's cluster, checked against the configured ones (400 naming the field)."""
     name = task.get("cluster") or services.slurm.default
     if name not in services.slurm.names:
-        raise_invalid({"task.cluster": [f"Unknown cluster {name!r}; known: "
+        raise invalid({"task.cluster": [f"Unknown cluster {name!r}; known: "
                                         f"{', '.join(services.slurm.names)}."]})
     return name
 
@@ -146,7 +141,7 @@ def _save_submitted(services: Services, record: dict[str, Any], job_id: int,
     uuid = record["task"]["uuid"]
     for attempt in range(3):
         try:
-            change_state(services.store, record, "PENDING", fields=fields)
+            change_state(services.store, record, states.PENDING, fields=fields)
             return
         except JobAlreadyTracked:
             # Slurm has just given this id to our job: another active task holding it
@@ -183,7 +178,7 @@ def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey
     policy.check_user(task["username"], services.config)
     errors = notify.check_targets(task.get("notification") or {}, services.config)
     if errors:
-        raise_invalid(errors)
+        raise invalid(errors)
     job_id = monitor["slurm_job_id"]
     job = read_job_to_register(services, task["cluster"], job_id)
     if job.user_name != task["username"]:
@@ -194,7 +189,7 @@ def register_monitor(services: Services, monitor: Mapping[str, Any], key: ApiKey
         raise Forbidden(f"Slurm job {job_id} belongs to {owner}, not to {task['username']!r}: "
                         f"a task may only watch its own user's jobs. Nothing was recorded.")
     refuse_if_tracked(services, task["cluster"], job, key)
-    state = monitor.get("slurm_job_state") or "PENDING"
+    state = monitor.get("slurm_job_state") or states.PENDING
     record = new_record(task, state=state, source="monitor", job_id=job_id)
     initial_deliveries(record)
     try:

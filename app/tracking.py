@@ -20,10 +20,9 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from . import metrics
-from .constants import DEFAULT_NOTIFY_STATES, LOST, SUBMIT_UNKNOWN, SUBMITTING
 from .errors import JobAlreadyTracked, StoreUnavailable
 from .notify import targets
-from .slurm.states import TERMINAL_STATES
+from .states import BEFORE_RUNNING, DEFAULT_REPORTED_STATES, LOST, RUNNING, TERMINAL_STATES
 from .slurm.versions import JobInfo
 from .store import utcnow
 
@@ -32,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def wanted_states(record: Mapping[str, Any]) -> set[str]:
     notification = record.get("task", {}).get("notification") or {}
-    return set(notification.get("on") or DEFAULT_NOTIFY_STATES)
+    return set(notification.get("on") or DEFAULT_REPORTED_STATES)
 
 
 def plan_deliveries(record: Mapping[str, Any], state: str, now: datetime) -> list[dict[str, Any]]:
@@ -50,18 +49,14 @@ def plan_deliveries(record: Mapping[str, Any], state: str, now: datetime) -> lis
     ]
 
 
-# States from which a job that is found finished must have run in between.
-_BEFORE_RUNNING = frozenset({"PENDING", SUBMITTING, SUBMIT_UNKNOWN, "REQUEUED"})
-
-
 def plan_change(record: Mapping[str, Any], state: str, fields: Mapping[str, Any] | None,
                 now: datetime) -> tuple[list[dict[str, Any]], list[str]]:
     """The deliveries a change to ``state`` causes, and the states they report."""
     states = []
     old = record.get("slurm_job_state")
-    if (state in TERMINAL_STATES and old in _BEFORE_RUNNING
+    if (state in TERMINAL_STATES and old in BEFORE_RUNNING
             and (fields or {}).get("start_time")):
-        states.append("RUNNING")           # it ran between two looks: report that too
+        states.append(RUNNING)           # it ran between two looks: report that too
     states.append(state)
     deliveries: list[dict[str, Any]] = []
     reported: list[str] = []

@@ -24,7 +24,7 @@ import weakref
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator
 
-from .constants import FINAL_STATES
+from .states import FINAL_STATES
 from .errors import StoreUnavailable
 from .store import utcnow
 

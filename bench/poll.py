@@ -221,7 +221,7 @@ def delay_part(jobs: int, interval: float, events: bool) -> None:
 
     from app import create_app
     from app.poller import build_poller
-    from app.slurm.states import TERMINAL_STATES
+    from app.states import TERMINAL_STATES
 
     arrivals: dict[str, float] = {}
 

@@ -19,7 +19,7 @@ import bson
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from app import create_app  # noqa: E402
-from app.slurm.states import TERMINAL_STATES  # noqa: E402
+from app.states import TERMINAL_STATES  # noqa: E402
 from app.memory_store import MemoryTaskStore  # noqa: E402
 
 HELLO = {

@@ -40,11 +40,14 @@ keepalive = 5
 accesslog = None if os.environ.get("GUNICORN_ACCESS_LOG", "on").strip().lower() == "off" else "-"
 logger_class = "app.serving.Logger"
 errorlog = "-"
-loglevel = os.environ.get("SLURM_PROXY_LOG_LEVEL", "info").lower()
-# One format for gunicorn's lines and the service's (SLURM_PROXY_LOG_FORMAT=json).
+# The service's own settings, read (and checked) by app/config.py, as the app will.
+from app.config import load_config  # noqa: E402
 from app.logs import gunicorn_logconfig  # noqa: E402
 
-logconfig_dict = gunicorn_logconfig()
+_settings = load_config()
+loglevel = _settings["SLURM_PROXY_LOG_LEVEL"].lower()
+# One format for gunicorn's lines and the service's (SLURM_PROXY_LOG_FORMAT=json).
+logconfig_dict = gunicorn_logconfig(_settings)
 
 
 def post_worker_init(worker):
@@ -61,7 +64,7 @@ def child_exit(server, worker):
     """Drop a dead worker's live metrics (prometheus_client multiprocess mode)."""
     from app.metrics import mark_process_dead
 
-    mark_process_dead(worker.pid)
+    mark_process_dead(worker.pid, _settings["PROMETHEUS_MULTIPROC_DIR"])
 
 
 def on_starting(server):

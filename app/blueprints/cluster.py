@@ -1,8 +1,9 @@
 """``GET /cluster``: partitions with their nodes, CPUs and jobs, cached a few seconds."""
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
+from ..schemas.fields import SlurmName
 from ..services import get_services
 from .common import Blueprint, document_errors
 
@@ -10,8 +11,7 @@ blp = Blueprint("cluster", __name__, description="How busy the cluster is.")
 
 
 class ClusterArgs(Schema):
-    cluster = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$"),
-                            metadata={"description": "Which cluster (default: the first)."})
+    cluster = SlurmName("cluster", metadata={"description": "Which cluster (default: the first)."})
 
 
 class ClusterSchema(Schema):

@@ -26,11 +26,10 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from ..constants import FINAL_STATES
-from ..errors import InvalidRequest, SlurmError, SlurmProxyError, StoreUnavailable
+from ..errors import SlurmError, SlurmProxyError, StoreUnavailable, invalid
 from ..services import get_services
 from ..slurm.clusters import cluster_configs
-from ..slurm.states import TERMINAL_STATES
+from ..states import FINAL_STATES, TERMINAL_STATES
 from ..store import utcnow
 from ..tracking import record_job_state, settled_state
 
@@ -49,7 +48,7 @@ class EventUnauthorized(SlurmProxyError):
 
 def event_secrets(config) -> dict[str, list[str]]:
     """Each cluster's accepted event secrets (empty list: events refused)."""
-    return {name: [s.strip() for s in settings.get("SLURM_EVENT_SECRET", "").split(",") if s.strip()]
+    return {name: list(settings["SLURM_EVENT_SECRET"])
             for name, settings in cluster_configs(config).items()}
 
 
@@ -75,16 +74,14 @@ def authenticated_cluster(secrets: dict[str, list[str]]) -> str:
 
 def job_id_of(doc: Any) -> int:
     if not isinstance(doc, dict):
-        raise InvalidRequest("Invalid request: body: a JSON object is required.",
-                             errors={"body": ["A JSON object is required."]})
+        raise invalid({"body": ["A JSON object is required."]})
     raw = doc.get("jobid", doc.get("job_id"))
     try:
         job_id = int(raw) if not isinstance(raw, bool) else None
     except (TypeError, ValueError):
         job_id = None
     if job_id is None or not 0 < job_id < 2**32:
-        raise InvalidRequest("Invalid request: jobid: a Slurm job id is required.",
-                             errors={"jobid": ["A Slurm job id (a positive integer) is required."]})
+        raise invalid({"jobid": ["A Slurm job id (a positive integer) is required."]})
     return job_id
 
 

@@ -76,7 +76,8 @@ def readyz():
 def metrics_endpoint():
     services = get_services()
     body, content_type = metrics.render(services.store, services.config["SLURM_POLL_INTERVAL"],
-                                        services.slurm.names)
+                                        services.slurm.names,
+                                        services.config["PROMETHEUS_MULTIPROC_DIR"])
     return Response(body, content_type=content_type)
 
 

@@ -7,8 +7,8 @@ from marshmallow import Schema, fields, validate
 
 from .. import actions
 from ..access import current_key
-from ..schemas.fields import Text
-from ..schemas.task import USERNAME, MonitorSchema, TaskSchema
+from ..schemas.fields import SlurmName, UserName
+from ..schemas.task import MonitorSchema, TaskSchema
 from ..services import get_services
 from ..tasks import (lookup_by_job_id, lookup_by_uuid, record_by_job_id, record_by_uuid,
                      register_monitor)
@@ -50,16 +50,15 @@ class WaitArgs(Schema):
                                                        "(capped by SLURM_PROXY_MAX_WAIT)."})
 
 
-CLUSTER_ARG = dict(validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$"),
-                   metadata={"description": "The job's cluster (default: the first)."})
+CLUSTER_ARG = dict(metadata={"description": "The job's cluster (default: the first)."})
 
 
 class JobIdArgs(WaitArgs):
-    cluster = fields.String(**CLUSTER_ARG)
+    cluster = SlurmName("cluster", **CLUSTER_ARG)
 
 
 class ClusterArgs(Schema):
-    cluster = fields.String(**CLUSTER_ARG)
+    cluster = SlurmName("cluster", **CLUSTER_ARG)
 
 
 def _maybe_wait(find_record, lookup, args):
@@ -98,7 +97,7 @@ def by_job_id(args, slurm_job_id):
 
 
 class ListArgs(Schema):
-    username = Text(validate=validate.Regexp(USERNAME))
+    username = UserName()
     state = fields.String(validate=validate.Regexp(r"^[A-Z_]{1,32}$"),
                           metadata={"pattern": r"^[A-Z_]{1,32}$"})
     name = fields.String(validate=validate.Length(max=100))

@@ -1,9 +1,10 @@
 """``/slurm/...``: slurmrestd's own answers, for operators."""
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
 from ..errors import SlurmJobNotFound
+from ..schemas.fields import SlurmName
 from ..services import get_services
 from .common import Blueprint, document_errors
 
@@ -22,8 +23,7 @@ class RawSchema(Schema):
 
 
 class ClusterArgs(Schema):
-    cluster = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$"),
-                            metadata={"description": "Which cluster (default: the first)."})
+    cluster = SlurmName("cluster", metadata={"description": "Which cluster (default: the first)."})
 
 
 def _raw(args, fetch):

@@ -4,12 +4,11 @@ what the store records, never by asking Slurm."""
 from __future__ import annotations
 
 from flask import Response, current_app, request
-from marshmallow import Schema, validate
+from marshmallow import Schema
 
 from .. import watch
 from ..access import current_key
-from ..schemas.fields import Text
-from ..schemas.task import USERNAME
+from ..schemas.fields import UserName
 from ..services import get_services
 from ..tasks import record_by_uuid
 from .common import Blueprint, document_errors
@@ -52,8 +51,7 @@ def task_events(task_uuid):
 
 
 class EventsArgs(Schema):
-    username = Text(validate=validate.Regexp(USERNAME),
-                    metadata={"description": "Only this user's tasks."})
+    username = UserName(metadata={"description": "Only this user's tasks."})
 
 
 @blp.route("/monitor/events", methods=["GET"])

@@ -17,18 +17,16 @@ from typing import Any, Mapping
 from marshmallow import Schema, fields, validate
 
 from ..errors import NotificationError
-from ..schemas.fields import Text
+from ..schemas.fields import SLURM_NAME, Text
 from . import message
 from .base import Notifier, PermanentNotificationError
 
 # Apprise logs the URLs it sends to at DEBUG; they hold secrets, so it may only warn.
 logging.getLogger("apprise").setLevel(logging.WARNING)
 
-TARGET_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
-
 
 class AppriseParams(Schema):
-    targets = fields.List(Text(max_length=64, validate=validate.Regexp(TARGET_NAME)),
+    targets = fields.List(Text(max_length=64, validate=validate.Regexp(SLURM_NAME)),
                           validate=validate.Length(min=1, max=10),
                           metadata={"description": "Names from the server's "
                                                    "NOTIFICATIONS_APPRISE_TARGETS."})

@@ -63,6 +63,3 @@ class Notifier:
             return f"{local[:2]}…@{domain}"
         return target
 
-
-def csv_set(value: str | None) -> frozenset[str]:
-    return frozenset(v.strip().lower() for v in (value or "").split(",") if v.strip())

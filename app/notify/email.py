@@ -18,7 +18,7 @@ from marshmallow import Schema, fields
 from ..errors import NotificationError
 from ..schemas.fields import Recipients, Text
 from . import message
-from .base import Notifier, PermanentNotificationError, csv_set
+from .base import Notifier, PermanentNotificationError
 
 
 class EmailParams(Schema):
@@ -72,7 +72,7 @@ class EmailNotifier(Notifier):
 
     @classmethod
     def check(cls, params, config):
-        allowed = csv_set(config["NOTIFICATIONS_SMTP_ALLOWED_DOMAINS"])
+        allowed = config["NOTIFICATIONS_SMTP_ALLOWED_DOMAINS"]
         bad = sorted({domain_of(r) for r in recipients(params)} - allowed) if allowed else []
         return {"recipient": [f"Recipient domain not allowed here: {', '.join(bad)}."]} if bad else {}
 
@@ -89,7 +89,7 @@ class EmailNotifier(Notifier):
         return cls(config["NOTIFICATIONS_SMTP_HOST"], config["NOTIFICATIONS_SMTP_PORT"],
                    config["NOTIFICATIONS_SMTP_SECURITY"], config["NOTIFICATIONS_SMTP_USERNAME"],
                    config["NOTIFICATIONS_SMTP_PASSWORD"], config["NOTIFICATIONS_SMTP_FROM"],
-                   csv_set(config["NOTIFICATIONS_SMTP_ALLOWED_DOMAINS"]),
+                   config["NOTIFICATIONS_SMTP_ALLOWED_DOMAINS"],
                    config["NOTIFICATIONS_TIMEOUT"])
 
     def send(self, event, params, target, delivery_id):

@@ -10,7 +10,7 @@ import base64
 import logging
 
 from ..errors import NotificationError
-from .base import Notifier, PermanentNotificationError, csv_set
+from .base import Notifier, PermanentNotificationError
 from .email import EmailNotifier, build_email, check_domain
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class GmailNotifier(Notifier):
         import googleapiclient  # noqa: F401 - fail at start-up if missing, not per message
         return cls(config["NOTIFICATIONS_GMAIL_CREDENTIALS_FILE"],
                    config["NOTIFICATIONS_GMAIL_SENDER"],
-                   csv_set(config["NOTIFICATIONS_SMTP_ALLOWED_DOMAINS"]),
+                   config["NOTIFICATIONS_SMTP_ALLOWED_DOMAINS"],
                    config["NOTIFICATIONS_TIMEOUT"])
 
     def _service(self):

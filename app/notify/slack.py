@@ -7,7 +7,7 @@ from marshmallow import Schema
 from ..errors import NotificationError
 from ..schemas.fields import Text
 from . import message
-from .base import Notifier, PermanentNotificationError, csv_set
+from .base import Notifier, PermanentNotificationError
 
 
 class SlackParams(Schema):
@@ -30,7 +30,7 @@ class SlackNotifier(Notifier):
 
     @classmethod
     def check(cls, params, config):
-        allowed = csv_set(config["NOTIFICATIONS_SLACK_ALLOWED_CHANNELS"])
+        allowed = config["NOTIFICATIONS_SLACK_ALLOWED_CHANNELS"]
         channel = params.get("channel")
         if allowed and channel and channel.lower() not in allowed:
             return {"channel": ["Channel not allowed here."]}
@@ -49,7 +49,7 @@ class SlackNotifier(Notifier):
         import slack_sdk  # noqa: F401 - fail at start-up if missing
         return cls(config["NOTIFICATIONS_SLACK_TOKEN"], config["NOTIFICATIONS_SLACK_WEBHOOK_URL"],
                    config["NOTIFICATIONS_SLACK_DEFAULT_CHANNEL"], config["NOTIFICATIONS_SLACK_API_URL"],
-                   csv_set(config["NOTIFICATIONS_SLACK_ALLOWED_CHANNELS"]),
+                   config["NOTIFICATIONS_SLACK_ALLOWED_CHANNELS"],
                    config["NOTIFICATIONS_TIMEOUT"])
 
     def send(self, event, params, target, delivery_id):

@@ -34,6 +34,13 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PORT = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 HTTP_URL = rf"^https?://{_LABEL}(\.{_LABEL})*(:{_PORT})?(/[^\s{C}]*)?$"
 MAX_ENV = 256
+# A cluster, partition, account or QOS name (also a name in the settings: a cluster in
+# SLURM_CLUSTERS_FILE, an Apprise target).
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# A user name, as Slurm and the web page's single sign-on header give it.
+USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+# A task uuid in its canonical form, to be placed inside other patterns.
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 def _check(pattern: str, value: str, message: str) -> None:
@@ -244,3 +251,13 @@ class Recipients(fields.Field):
                 raise ValidationError("Each address must be a string.")
             out.append(self._email.deserialize(item))
         return out if isinstance(value, list) else out[0]
+
+
+def SlurmName(what: str, **kwargs) -> Text:
+    """A ``what`` ("cluster", "partition", "account", "QOS") name field."""
+    return Text(validate=validate.Regexp(SLURM_NAME, error=f"Not a valid {what} name."), **kwargs)
+
+
+def UserName(**kwargs) -> Text:
+    """A user name field."""
+    return Text(validate=validate.Regexp(USERNAME, error="Not a valid user name."), **kwargs)

@@ -10,12 +10,8 @@ from __future__ import annotations
 from marshmallow import Schema, fields, post_load, validate
 
 from ..notify import ALIASES, NOTIFIERS, canonical_method
+from ..states import REPORTABLE_STATES
 
-TERMINAL_AND_REPORTABLE_STATES = (
-    "PENDING", "RUNNING", "SUSPENDED", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
-    "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "LOST",
-    "SUBMIT_FAILED",
-)
 
 METHOD_CHOICES = tuple(cls.name for cls in NOTIFIERS) + tuple(ALIASES)
 
@@ -31,8 +27,8 @@ class NotificationSchema(Schema):
             METHOD_CHOICES, error="Unknown method {input!r}; use one of: {choices}.")),
         validate=validate.Length(max=len(METHOD_CHOICES)))
     params = fields.Nested(ParamsSchema)
-    on = fields.List(fields.String(validate=validate.OneOf(TERMINAL_AND_REPORTABLE_STATES)),
-                     validate=validate.Length(max=len(TERMINAL_AND_REPORTABLE_STATES)))
+    on = fields.List(fields.String(validate=validate.OneOf(REPORTABLE_STATES)),
+                     validate=validate.Length(max=len(REPORTABLE_STATES)))
 
     @post_load
     def _aliases(self, data, **kwargs):

@@ -6,19 +6,16 @@ Decisions (DESIGN.md §2): ``slurm.time`` is minutes or a Slurm time string;
 """
 from __future__ import annotations
 
-import re
 
 from marshmallow import Schema, fields, validate
 
 from ..constants import TASK_METADATA
-from .fields import (AbsolutePath, Environment, FileName, SlurmTime, TaskUUID, Text,
-                     strict_int)
+from ..states import MONITOR_STATES
+from .fields import (UUID, AbsolutePath, Environment, FileName, SlurmTime, TaskUUID, Text,
+                     SlurmName, UserName, strict_int)
 from .notification import NotificationSchema
 
-USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
-PARTITION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_DEP_ONE = rf"(after|afterany|afterok|afternotok|aftercorr):([0-9]{{1,10}}|{_UUID})(:([0-9]{{1,10}}|{_UUID}))*"
+_DEP_ONE = rf"(after|afterany|afterok|afternotok|aftercorr):([0-9]{{1,10}}|{UUID})(:([0-9]{{1,10}}|{UUID}))*"
 # Slurm's --dependency, where a job may also be named by a task uuid of this service.
 DEPENDENCY = rf"^(singleton|{_DEP_ONE})(,(singleton|{_DEP_ONE}))*$"
 # Slurm's --array: indexes and ranges with an optional step, then an optional %limit.
@@ -33,11 +30,11 @@ class SlurmSchema(Schema):
     mem = strict_int(1, 64 * 1024 * 1024)
     nodes = strict_int(1, 100_000)
     ntasks_per_node = strict_int(1, 4096)
-    partition = Text(validate=validate.Regexp(PARTITION, error="Not a valid partition name."))
+    partition = SlurmName("partition")
     time = SlurmTime()
     environment = Environment()
-    account = Text(validate=validate.Regexp(PARTITION, error="Not a valid account name."))
-    qos = Text(validate=validate.Regexp(PARTITION, error="Not a valid QOS name."))
+    account = SlurmName("account")
+    qos = SlurmName("QOS")
     array = Text(max_length=255, validate=validate.Regexp(ARRAY, error=(
         "Not a Slurm array specification (e.g. 0-9, 1,3,5, 0-99:2%10).")))
     dependency = Text(max_length=1024, validate=validate.Regexp(DEPENDENCY, error=(
@@ -51,15 +48,12 @@ class DirsSchema(Schema):
     output = AbsolutePath(required=True)
 
 
-_username = dict(validate=validate.Regexp(USERNAME, error="Not a valid user name."))
-
-
 class TaskSchema(Schema):
     """A task for ``POST /submit``."""
 
     name = fields.String(required=True, validate=validate.OneOf(
         tuple(TASK_METADATA), error="Unknown task name {input!r}; known: {choices}."))
-    username = Text(required=True, **_username)
+    username = UserName(required=True)
     cwd = AbsolutePath(required=True)
     uuid = TaskUUID(required=True)
     slurm = fields.Nested(SlurmSchema, required=True)
@@ -67,8 +61,8 @@ class TaskSchema(Schema):
     cmd = Text(validate=validate.Length(min=1))
     params = fields.List(Text(), validate=validate.Length(max=256))
     notification = fields.Nested(NotificationSchema)
-    cluster = Text(validate=validate.Regexp(PARTITION, error="Not a valid cluster name."),
-                   metadata={"description": "Which configured cluster (default: the first)."})
+    cluster = SlurmName("cluster", metadata={
+        "description": "Which configured cluster (default: the first)."})
 
 
 class SubmitSchema(Schema):
@@ -85,19 +79,11 @@ class MonitorTaskSchema(TaskSchema):
     dirs = fields.Nested(DirsSchema)
 
 
-SLURM_JOB_STATES = (
-    "PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "COMPLETED", "FAILED",
-    "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
-    "OUT_OF_MEMORY", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "REVOKED",
-    "SIGNALING", "SPECIAL_EXIT", "STAGE_OUT", "STOPPED",
-)
-
-
 class MonitorBodySchema(Schema):
     task = fields.Nested(MonitorTaskSchema, required=True)
     slurm_job_id = strict_int(1, 2**32 - 1, required=True)
     slurm_job_state = fields.String(validate=validate.OneOf(
-        SLURM_JOB_STATES, error="Not a Slurm job state; use one of: {choices}."))
+        MONITOR_STATES, error="Not a Slurm job state; use one of: {choices}."))
 
 
 class MonitorSchema(Schema):

@@ -18,17 +18,17 @@ and ``event_secret`` (SLURM_EVENT_SECRET: this cluster's slurmctld event secret(
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Mapping
 
+from ..config import secret_list
 from ..errors import ConfigError, SlurmProxyError
+from ..schemas.fields import SLURM_NAME as NAME
 
 
 class UnknownCluster(SlurmProxyError):
     status = 404
     code = "unknown_cluster"
 
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 FIELDS = {"base_url": "SLURM_BASE_URL", "api_version": "SLURM_API_VERSION",
           "user_name": "SLURM_USER_NAME", "token": "SLURM_USER_TOKEN",
           "token_file": "SLURM_USER_TOKEN_FILE", "jwt_key_base64": "SLURM_JWT_HS256_KEY_BASE64",
@@ -88,7 +88,11 @@ def cluster_configs(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                               + (f"; unknown keys {sorted(unknown)}" if unknown else ""))
         settings = {**config, "SLURM_API_VERSION": "auto", "SLURM_USER_TOKEN": "",
                     "SLURM_USER_TOKEN_FILE": "", "SLURM_JWT_HS256_KEY_BASE64": "",
-                    "SLURM_JWT_HS256_KEY_FILE": "", "SLURM_EVENT_SECRET": ""}
+                    "SLURM_JWT_HS256_KEY_FILE": "", "SLURM_EVENT_SECRET": ()}
         settings.update({FIELDS[k]: v for k, v in entry.items() if k in FIELDS})
+        try:    # a string of comma-separated secrets, or a list, parsed as the setting is
+            settings["SLURM_EVENT_SECRET"] = secret_list(settings["SLURM_EVENT_SECRET"])
+        except ValueError as exc:
+            raise ConfigError(f"SLURM_CLUSTERS_FILE: cluster {name}: event_secret: {exc}") from None
         out[name] = settings
     return out

@@ -21,8 +21,8 @@ from typing import Any, Mapping
 from flask import Flask, Response, request, session
 from flask.sessions import SecureCookieSessionInterface
 
-from ..auth import ROLES, ApiKey, authenticate, to_api_key
-from ..schemas.task import USERNAME
+from ..auth import ApiKey, authenticate, to_api_key
+from ..schemas.fields import USERNAME
 
 logger = logging.getLogger(__name__)
 
@@ -100,17 +100,14 @@ def _proxy_identity(config: Mapping[str, Any]) -> ApiKey | None:
         address = ipaddress.ip_address(request.remote_addr or "")
     except ValueError:
         return None
-    networks = [ipaddress.ip_network(n.strip(), strict=False)
-                for n in config["SLURM_PROXY_UI_TRUSTED_PROXIES"].split(",") if n.strip()]
-    if not any(address in n for n in networks):
+    if not any(address in n for n in config["SLURM_PROXY_UI_TRUSTED_PROXIES"]):
         logger.warning("ui: ignored %s from %s, which is not a trusted proxy", header, address)
         return None
     user = request.headers[header].strip()
     if not USERNAME.fullmatch(user):
         return None
-    roles = frozenset(r.strip() for r in config["SLURM_PROXY_UI_PROXY_ROLES"].split(",")
-                      if r.strip() in ROLES and r.strip() != "admin")
-    return ApiKey(f"sso:{user}", f"{user} (single sign-on)", (user,), roles)
+    return ApiKey(f"sso:{user}", f"{user} (single sign-on)", (user,),
+                  config["SLURM_PROXY_UI_PROXY_ROLES"])
 
 
 def identity(keys, config: Mapping[str, Any]) -> ApiKey | None:

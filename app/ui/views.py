@@ -11,7 +11,7 @@ from flask import (Blueprint, current_app, flash, g, jsonify, redirect, render_t
                    request, url_for)
 from marshmallow import ValidationError
 
-from .. import actions, constants, watch
+from .. import actions, constants, states, watch
 from ..auth import Unauthorized
 from ..errors import SlurmProxyError, flatten_messages
 from ..schemas.task import SubmitSchema
@@ -112,7 +112,7 @@ def tasks():
     base_filters = {k: v for k, v in raw.items() if k != "cursor"}
     return render_template("tasks.html", page=page, filters=raw, errors=errors,
                            base_filters=base_filters,
-                           states=sorted(constants.FINAL_STATES | {"PENDING", "RUNNING", "SUBMITTING"}),
+                           states=sorted(states.FINAL_STATES | states.ACTIVE_STATES),
                            names=sorted(constants.TASK_METADATA))
 
 

@@ -16,7 +16,7 @@ import requests
 from app import create_app
 from app.auth import ROLES, new_key
 from app.memory_store import MemoryTaskStore
-from app.slurm.states import TERMINAL_STATES
+from app.states import TERMINAL_STATES
 from tests.conftest import authorized, make_keys
 from tests.integration.peers import rabbitmq, smtp  # noqa: F401 - fixtures for every test here
 

@@ -16,7 +16,7 @@ from app.memory_store import MemoryTaskStore
 from app.notify.dispatcher import Dispatcher
 from app.poller import Poller
 from app.slurm.client import SlurmClient
-from app.slurm.states import is_terminal, normalize_state
+from app.states import is_terminal, normalize_state
 from app.slurm.transport import Transport
 from app.slurm.versions import version_key
 from tests.conftest import FIXTURES

@@ -165,7 +165,7 @@ def poll_until_final(app, uuid, timeout=60):
     """Run the real poller until the task's stored state is final."""
     import time as _time
 
-    from app.constants import FINAL_STATES
+    from app.states import FINAL_STATES
     from app.poller import Poller
 
     services = app.extensions["slurm_proxy"]

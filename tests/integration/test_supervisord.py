@@ -14,7 +14,8 @@ import pymongo
 import pytest
 import requests
 
-from app.auth import ROLES, MongoKeyStore, new_key
+from app.auth import ROLES, new_key
+from app.store import MongoKeyStore
 from tests.conftest import ROOT
 from tests.integration.conftest import KEY_FILE, SLURM_BASE_URL, task_in
 from tests.integration.peers import free_port

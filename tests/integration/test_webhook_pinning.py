@@ -13,7 +13,8 @@ from pytest_httpserver import HTTPServer
 
 from app.errors import NotificationError
 from app.notify import PermanentNotificationError
-from app.notify.webhook import SIGNATURE_HEADER, WebhookNotifier, networks, verify
+from app.config import network_list
+from app.notify.webhook import SIGNATURE_HEADER, WebhookNotifier, verify
 
 SECRET = "pinning-secret"
 EVENT = {"event": "task.state", "state": "COMPLETED", "delivery_id": "d1",
@@ -59,7 +60,7 @@ def hooks_server(ca):
 
 
 def notifier(resolver, ca_file) -> WebhookNotifier:
-    return WebhookNotifier(SECRET, False, 5.0, networks("127.0.0.0/8"), resolver=resolver,
+    return WebhookNotifier(SECRET, False, 5.0, network_list("127.0.0.0/8"), resolver=resolver,
                            ca_certs=ca_file)
 
 

@@ -29,7 +29,7 @@ from app.errors import (ConfigError, SlurmAuthError, SlurmError, SlurmJobFinishe
                         SlurmJobNotFound, SlurmRejected, SlurmVersionUnserved)
 from app.schemas.task import SubmitSchema
 from app.slurm.client import SlurmClient
-from app.slurm.states import BASE_STATES, OTHER_FLAGS, UNFINISHED_FLAGS
+from app.states import BASE_STATES, OTHER_FLAGS, UNFINISHED_FLAGS
 from app.slurm.transport import Transport
 from app.slurm.versions import ADAPTERS, version_key
 from tests.conftest import FIXTURES, HELLO_TASK
@@ -235,7 +235,7 @@ def test_a_final_state_with_completing_is_not_final(rec):
 
 def test_every_job_state_a_version_declares_is_classified():
     """A state or flag we have never heard of would be read as a base state and could
-    end tracking early: each version's OpenAPI enum must be known to app.slurm.states."""
+    end tracking early: each version's OpenAPI enum must be known to app.states."""
     known = BASE_STATES | UNFINISHED_FLAGS | OTHER_FLAGS
     seen = set()
     for release, version in RECORDINGS:

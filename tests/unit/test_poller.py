@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from app.constants import LOST, SUBMIT_FAILED, SUBMIT_UNKNOWN
+from app.states import LOST, SUBMIT_FAILED, SUBMIT_UNKNOWN
 from app.notify.dispatcher import Dispatcher
 from app.poller import Poller
 from tests.conftest import hello_task, make_job

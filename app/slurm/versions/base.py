@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from ...batch import JobSubmission
-from ..states import is_terminal, normalize_state
+from ...states import PENDING, is_terminal, normalize_state
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ class Adapter:
         # Only times that have happened: a running job's end_time and a pending
         # job's start_time are Slurm's projections, possibly in the future.
         times = [j.submit_time for j in jobs if j.submit_time]
-        times += [j.start_time for j in jobs if j.start_time and j.state != "PENDING"]
+        times += [j.start_time for j in jobs if j.start_time and j.state != PENDING]
         times += [j.end_time for j in jobs if j.end_time and j.is_terminal]
         return int(max(times).timestamp()) - 1 if times else None
 

@@ -31,7 +31,6 @@ import os
 import statistics
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import uuid

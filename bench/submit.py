@@ -34,6 +34,8 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from served import start_gunicorn  # noqa: E402 (bench/, beside this script)
+
 from app.batch import build_submission  # noqa: E402
 from app.config import SlurmAuth  # noqa: E402
 from app.constants import resolve_task  # noqa: E402
@@ -72,17 +74,7 @@ def start_proxy(port: int, keys_file: str, with_poller: bool = False) -> subproc
         env["SLURM_POLL_INTERVAL"] = env["SLURM_POLL_INTERVAL_WITH_EVENTS"] = "3600"
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)     # an empty value would mean "this directory"
     # Access lines as configured (GUNICORN_ACCESS_LOG, default on), to stdout: discarded.
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "docker/gunicorn.conf.py",
-                             "wsgi:app"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except requests.RequestException:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the proxy did not start")
+    return start_gunicorn(env, port)
 
 
 class Direct:

@@ -42,6 +42,8 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from served import start_gunicorn  # noqa: E402 (bench/, beside this script)
+
 from app.auth import FileKeyStore, new_key  # noqa: E402
 
 SLURM = os.environ.get("SLURM_BASE_URL", "http://127.0.0.1:6820")
@@ -104,17 +106,7 @@ def start_service(port: int, relay_port: int, keys_file: str) -> subprocess.Pope
     for name in ("PROMETHEUS_MULTIPROC_DIR", "SLURM_PROXY_RATE_LIMIT", "SLURM_POLL_INTERVAL",
                  "GUNICORN_WORKER_CLASS", "SLURM_PROXY_MAX_WAIT"):
         env.pop(name, None)                      # the defaults, whatever this shell says
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "docker/gunicorn.conf.py",
-                             "--access-logfile", "/dev/null", "wsgi:app"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except requests.RequestException:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the service did not start")
+    return start_gunicorn(env, port, "--access-logfile", "/dev/null")
 
 
 def rss_mb(pid: int) -> float:

@@ -19,6 +19,7 @@ from app.memory_store import MemoryTaskStore
 from app.states import TERMINAL_STATES
 from tests.conftest import authorized, make_keys
 from tests.integration.peers import rabbitmq, smtp  # noqa: F401 - fixtures for every test here
+from tests.mongo_wire import MongoWireDouble
 
 SLURM_BASE_URL = os.environ.get("SLURM_BASE_URL", "http://127.0.0.1:6820")
 KEY_FILE = os.environ.get("SLURM_JWT_HS256_KEY_FILE", "/etc/slurm/jwt_hs256.key")
@@ -127,3 +128,12 @@ def wait_for_final(client, uuid: str, timeout: float = 60.0) -> dict:
             return body
         time.sleep(0.2)
     raise AssertionError(f"task {uuid} not final after {timeout}s: {body}")
+
+
+@pytest.fixture
+def wire():
+    """A MongoDB wire double that several processes share (tests/mongo_wire.py)."""
+    server = MongoWireDouble()
+    uri = server.start()
+    yield uri
+    server.stop()

@@ -23,7 +23,6 @@ from tests.conftest import ROOT, FIXTURES, make_job
 from tests.helpers import Clock, PollSlurm, add_task
 from tests.integration.conftest import live, slurm_config, task_in
 from tests.integration.peers import BlackHole, SMTPServer, drain, notify_config
-from tests.mongo_wire import MongoWireDouble
 
 
 def until(condition, timeout=30.0, step=0.1):
@@ -166,14 +165,6 @@ def test_a_failing_method_on_one_task_never_stops_another_tasks_mail(smtp, https
 
 
 # -- real processes sharing one store through the wire double ----------------------
-
-@pytest.fixture
-def wire():
-    server = MongoWireDouble()
-    uri = server.start()
-    yield uri
-    server.stop()
-
 
 @pytest.fixture
 def fake_slurmrestd(httpserver):

@@ -14,17 +14,8 @@ from werkzeug import Response
 from tests.conftest import FIXTURES
 from tests.helpers import add_task
 from tests.integration.test_notify_e2e import start_poller, until, wire_store
-from tests.mongo_wire import MongoWireDouble
 
 INTERVAL = 1.0
-
-
-@pytest.fixture
-def wire():
-    server = MongoWireDouble()
-    uri = server.start()
-    yield uri
-    server.stop()
 
 
 @pytest.fixture

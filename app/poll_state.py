@@ -12,6 +12,18 @@ from .slurm.versions import JobInfo
 FULL_SYNC_EVERY = 30          # cycles between fetches without update_time, for safety
 
 
+def activity(diag) -> tuple:
+    """slurmctld's counters (``/diag``) that move when a job starts or ends: jobs
+    started, completed, cancelled and failed (counted by the requests that do it), and
+    jobs pending and running (recounted every 30 s, which catches what no request
+    counts: time limits, node failures, a pending job slurmctld kills itself).
+    Submissions are left out, so other people's submits do not wake us. Equal tuples
+    mean none of those happened (a restart or the midnight reset zeroes them: a
+    change)."""
+    return (diag.jobs_started, diag.jobs_completed, diag.jobs_canceled, diag.jobs_failed,
+            diag.jobs_pending, diag.jobs_running)
+
+
 class ClusterView:
     """What the poller last heard from one cluster's slurmrestd."""
 
@@ -30,10 +42,12 @@ class ClusterView:
         self.probe_skip = 0                   # of those, still to go
         self.probes = 0                       # probe cycles since the last full look
         self.known_jobs = 0                   # jobs in slurmctld's last job list
+        # ... or, where a "yes" would be too long a list: slurmctld's job counters.
+        self.activity: tuple | None = None    # taken before the last full look
 
     def forget_probe(self) -> None:
         """The next cycle looks at every watched job (after a failure, a new lease)."""
-        self.probe_since, self.probes = None, 0
+        self.probe_since, self.activity, self.probes = None, None, 0
 
     def refresh(self, client) -> set[int] | None:
         """One request: every job, or "no change since the last one". Returns the ids

@@ -22,7 +22,8 @@ A cycle:
      /jobs?update_time=T`` (T: slurmctld's own time before the last full look): "no
      change" means only new, missing and still-completing tasks are asked about; a
      change brings slurmctld's whole job list, read as the detail of the changed jobs
-     (``_look_modern``).
+     (``_look_modern``). While slurmctld knows more than ``PROBE_MAX_JOBS`` jobs the
+     question is ``GET /diag`` instead: have its job counters moved?
    - v0.0.38 (and for job arrays and unanswered submits): ``GET /jobs?update_time=``;
      "no change" (HTTP 304, or on v0.0.40+ 200 with an empty list and a warning) costs
      nothing; a new listing is compared with the last one and only tasks whose job
@@ -57,7 +58,7 @@ from .states import (FINAL_STATES, LOST, RUNNING, SUBMIT_FAILED, SUBMIT_UNKNOWN,
 from .slurm.versions import JobInfo
 from .store import utcnow
 from .tracking import change_state, is_owners_job, job_facts, record_job_state, settled_state
-from .poll_state import ClusterView, Watched, array_state  # noqa: F401 - array_state: API
+from .poll_state import ClusterView, Watched, activity, array_state  # noqa: F401 - array_state: API
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ STATE_BATCH = 500             # job ids per GET /jobs/state, unless the adapter 
 # v0.0.40+: a quiet cycle asks slurmctld "any job changed since T?" (one small answer);
 # a yes brings slurmctld's whole job list (about 10 kB a job), so:
 PROBE_MIN_TASKS = 100         # fewer watched jobs: /jobs/state for them is as cheap
-PROBE_MAX_JOBS = 10_000       # no probe when that list would be longer (Slurm's default
-                              # MaxJobCount): look at our jobs with /jobs/state instead
+PROBE_MAX_JOBS = 10_000       # no update_time probe when that list would be longer
+                              # (Slurm's default MaxJobCount): GET /diag's counters
 PROBE_MAX_SKIP = 32           # after a busy answer, cycles without probing (doubling)
 PROBE_FULL_EVERY = 30         # look at every watched job at least every this many cycles
 # v0.0.38 (no /jobs/state): on a busy cluster where ours are few among many, each cycle
@@ -289,16 +290,20 @@ class Poller:
         return todo
 
     def _look_modern(self, view, client, watched, counts):
-        """v0.0.40+. When slurmctld has said "no change" lately, one ``GET
-        /jobs?update_time=T`` (a few hundred bytes): on "no change" only the tasks that
-        need a look anyway (new, missing, still completing) are asked about. Otherwise,
-        or when the probe brings a job list, every watched job: from that list, or by
-        ``/jobs/state`` (our jobs only) and ``GET /job/{id}`` for the changed ones.
+        """v0.0.40+. When slurmctld has said "no change" lately, one small question:
+        on "no change" only the tasks that need a look anyway (new, missing, still
+        completing) are asked about. Otherwise every watched job: from the probe's job
+        list, or by ``/jobs/state`` (our jobs only) and ``GET /job/{id}`` for the
+        changed ones.
 
-        T is slurmctld's own time, taken before a full look (``slurmctld_time``) or from
-        the job list; slurmctld answers "no change" only when its last job change is
-        older than T (``last_update - 1 >= last_job_update``), so a change in the same
-        second as T is still reported."""
+        The question is ``GET /jobs?update_time=T`` (a few hundred bytes), T being
+        slurmctld's own time, taken before a full look (``slurmctld_time``) or from the
+        job list; slurmctld answers "no change" only when its last job change is older
+        than T (``last_update - 1 >= last_job_update``), so a change in the same second
+        as T is still reported. Where a "yes" would bring a list of more than
+        ``probe_max_jobs`` jobs, it is ``GET /diag`` instead: slurmctld's job counters
+        (``poll_state.activity``), taken before the full look, unchanged."""
+        fresh = None                     # counters just read, when they moved
         if view.probe_skip:
             view.probe_skip -= 1
         elif view.probe_since is not None and view.probes < PROBE_FULL_EVERY:
@@ -310,10 +315,7 @@ class Poller:
             view.failures = 0
             if answer.unchanged:
                 view.probe_backoff = 0
-                hot = (watched.dirty | watched.missing | watched.unsettled) - watched.listing
-                records = [watched.tasks[u] for u in hot if u in watched.tasks]
-                return self._look_by_state(view, client, watched, records, counts) \
-                    if records else []
+                return self._look_at_hot(view, client, watched, counts)
             # Some job changed: the answer is slurmctld's whole list. Use it, and on a
             # busy cluster probe less often (each busy answer costs a whole list).
             view.probe_since, view.known_jobs = answer.update_time, answer.listed
@@ -322,19 +324,48 @@ class Poller:
             if view.known_jobs > self.probe_max_jobs:
                 view.forget_probe()
             return self._look_in_list(watched, answer.jobs, listed)
+        elif view.activity is not None and view.probes < PROBE_FULL_EVERY:
+            view.probes += 1
+            fresh = activity(client.diag())
+            counts["slurm_requests"] += 1
+            view.failures = 0
+            if fresh == view.activity:
+                return self._look_at_hot(view, client, watched, counts)
         records = [r for u, r in watched.tasks.items() if u not in watched.listing]
         since = None
-        if view.probe_skip == 0 and self.probe_min_tasks <= len(records) \
-                and max(len(records), view.known_jobs) <= self.probe_max_jobs:
-            # slurmctld's time before we look: any later change shows in the next probe.
-            known = [r["slurm_job_id"] for r in records
-                     if r["task"]["uuid"] not in watched.missing]
-            if known:                      # any job slurmctld still has will do
-                since = client.slurmctld_time(min(known))
-                counts["slurm_requests"] += 1
+        if view.probe_skip == 0 and self.probe_min_tasks <= len(records):
+            if max(len(records), view.known_jobs) <= self.probe_max_jobs:
+                # slurmctld's time before we look: any later change shows in the next probe.
+                known = [r["slurm_job_id"] for r in records
+                         if r["task"]["uuid"] not in watched.missing]
+                if known:                      # any job slurmctld still has will do
+                    since = client.slurmctld_time(min(known))
+                    counts["slurm_requests"] += 1
+            elif fresh is None:
+                fresh = self._activity(client, counts)
+        else:
+            fresh = None
         todo = self._look_by_state(view, client, watched, records, counts)
-        view.probe_since, view.probes = since, 0
+        view.probe_since, view.activity, view.probes = since, fresh if since is None else None, 0
         return todo
+
+    @staticmethod
+    def _activity(client, counts) -> tuple | None:
+        """slurmctld's job counters, or None when this slurmrestd will not say (the
+        full look then runs every cycle, as without them)."""
+        counts["slurm_requests"] += 1
+        try:
+            return activity(client.diag())
+        except SlurmProxyError as exc:
+            logger.info("poll: no job counters from slurmrestd (%s): each cycle looks at "
+                        "every watched job", exc.message)
+            return None
+
+    def _look_at_hot(self, view, client, watched, counts):
+        """After "no change": only the tasks that need a look anyway."""
+        hot = (watched.dirty | watched.missing | watched.unsettled) - watched.listing
+        records = [watched.tasks[u] for u in hot if u in watched.tasks]
+        return self._look_by_state(view, client, watched, records, counts) if records else []
 
     def _keeper(self, watched, listed: set[int]):
         """For ``parse_jobs``: note which of our jobs slurmctld lists, and keep (read in

@@ -6,7 +6,8 @@ It answers like the recorded slurmrestd of that version (the recorded job, re-nu
 for a cluster of ``ours`` jobs (ids 1..ours) and ``others`` jobs of other people:
 ``GET /jobs[?update_time=]`` (every job, or "no change" as that version says it:
 304 on v0.0.38, 200 with "jobs": [] and a warning on v0.0.40+), ``GET /jobs/state``
-and ``GET /job/{id}``. It counts requests and body bytes sent. On v0.0.40+ "no change"
+``GET /job/{id}`` and ``GET /diag`` (the recorded 22.05 statistics, whose counters
+every version names alike, with jobs started/completed/running as the cluster's). It counts requests and body bytes sent. On v0.0.40+ "no change"
 is decided as slurmctld does: ``update_time - 1 >= last_job_update`` in whole seconds,
 and every answer's ``last_update`` is its clock's now.
 
@@ -29,6 +30,7 @@ PREFIX = f"/slurm/v{VERSION}"
 RUNNING = json.loads((RECORDING / "job_running.json").read_text())["jobs"][0]
 COMPLETED = json.loads((RECORDING / "job_completed.json").read_text())["jobs"][0]
 UNCHANGED = (RECORDING / "jobs_since_unchanged.json").read_bytes() if MODERN else b""
+DIAG = json.loads((RECORDING.parent.parent / "slurm-22.05" / "v0.0.38" / "diag.json").read_text())
 ENVELOPE = {k: v for k, v in json.loads((RECORDING / "job_running.json").read_text()).items()
             if k != "jobs"}
 
@@ -124,6 +126,12 @@ class Handler(BaseHTTPRequestHandler):
             jobs = [{"job_id": str(i), "state": ["COMPLETED" if i <= STATE["done"] else "RUNNING"]}
                     for i in ids if i <= STATE["ours"]]
             return self.send(200, json.dumps({**ENVELOPE, "jobs": jobs}).encode())
+        if path == f"{PREFIX}/diag":
+            jobs, done = STATE["ours"] + STATE["others"], STATE["done"]
+            stats = {**DIAG["statistics"], "jobs_submitted": jobs, "jobs_started": jobs,
+                     "jobs_completed": done, "jobs_canceled": 0, "jobs_failed": 0,
+                     "jobs_pending": 0, "jobs_running": jobs - done}
+            return self.send(200, json.dumps({**ENVELOPE, "statistics": stats}).encode())
         if path.startswith(f"{PREFIX}/job/"):
             job_id = int(path.rsplit("/", 1)[1])
             body = json.dumps({**envelope(), "jobs": ["@@"]}).replace('"@@"', job_text(job_id))

@@ -10,7 +10,7 @@ import pytest
 from app.errors import SlurmJobNotFound, SlurmUnavailable
 from app.notify.dispatcher import Dispatcher
 from app.poller import Poller
-from app.slurm.versions import JobInfo, JobsSince
+from app.slurm.versions import DiagInfo, JobInfo, JobsSince
 from tests.conftest import FIXTURES, make_job
 from tests.helpers import PollSlurm, RecordingNotifier, add_task
 
@@ -103,16 +103,26 @@ def test_a_quiet_cycle_reads_and_writes_no_task_record(store):
     assert store.get(uuid)["slurm_job_state"] == "RUNNING"
 
 
+# What slurmctld counts in /diag, by the request that does it: a start, the end a
+# job's batch script reports, a cancel. A time limit (or a node failure) counts nowhere.
+COUNTED = {"RUNNING": "jobs_started", "COMPLETED": "jobs_completed",
+           "CANCELLED": "jobs_canceled", "FAILED": "jobs_completed"}
+
+
 class CtldJobs(dict):
-    """slurmctld's jobs: any change moves its ``last_job_update`` to its clock's now."""
+    """slurmctld's jobs: any change moves its ``last_job_update`` to its clock's now,
+    and a start or an end its counters as slurmctld counts them."""
 
     def __init__(self, ctld):
         super().__init__()
         self.ctld = ctld
 
     def __setitem__(self, job_id, job):
+        old = self.get(job_id)
         super().__setitem__(job_id, job)
         self.ctld.last_job_update = self.ctld.now
+        if old is not None and old.state != job.state and job.state in COUNTED:
+            self.ctld.counters[COUNTED[job.state]] += 1
 
 
 class StateSlurm:
@@ -128,6 +138,20 @@ class StateSlurm:
         self.jobs: dict[int, JobInfo] = CtldJobs(self)
         self.calls: list[tuple] = []
         self.down = False
+        self.counters = dict.fromkeys(["jobs_started", "jobs_completed", "jobs_canceled",
+                                       "jobs_failed", "jobs_pending", "jobs_running"], 0)
+        self.recount()
+
+    def recount(self):
+        """slurmctld's pending and running counts, redone every 30 s."""
+        states = [j.state for j in self.jobs.values()]
+        self.counters.update(jobs_pending=states.count("PENDING"),
+                             jobs_running=states.count("RUNNING"))
+
+    def diag(self):
+        self._call("diag")
+        fields = dict.fromkeys(DiagInfo.__dataclass_fields__)
+        return DiagInfo(**{**fields, **self.counters})
 
     def _call(self, *call):
         if self.down:
@@ -295,18 +319,80 @@ def test_v0040_on_a_busy_cluster_whole_job_lists_become_rare(store):
             assert counts["changed"] == 1
 
 
-def test_v0040_no_probe_when_slurmctld_knows_too_many_jobs(store):
+def too_many(store, n=5):
+    """A poller watching n jobs, as if slurmctld knew more than PROBE_MAX_JOBS."""
     slurm = StateSlurm()
-    for i in range(5):
+    for i in range(n):
         add_task(store, 1 + i, state="RUNNING")
         slurm.jobs[1 + i] = make_job(1 + i, "RUNNING")
+    slurm.recount()
     poller = probing(Poller(store, slurm, None))
-    poller.probe_max_jobs = 4                         # as if 5 jobs were 10,001
+    poller.probe_max_jobs = n - 1                     # as if 5 jobs were 10,001
+    return slurm, poller
+
+
+def test_v0040_too_many_jobs_for_a_probe_quiet_cycles_ask_slurmctlds_counters(store):
+    """A "yes" to the update_time probe would be a list of every job slurmctld knows:
+    instead a quiet cycle is one GET /diag, whose job counters have not moved."""
+    slurm, poller = too_many(store)
+    poller.run_once()
+    assert slurm.kinds() == ["diag", "state"]         # the counters before the look
     for _ in range(3):
         slurm.calls.clear()
         slurm.now += 10
+        assert poller.run_once()["changed"] == 0
+        assert slurm.kinds() == ["diag"]
+
+
+def test_v0040_too_many_jobs_a_counted_end_brings_a_full_look(store):
+    slurm, poller = too_many(store)
+    poller.run_once()
+    slurm.jobs[3] = make_job(3, "COMPLETED")          # its batch script's end: counted
+    slurm.calls.clear()
+    assert poller.run_once()["changed"] == 1
+    assert slurm.kinds() == ["diag", "state", "job"]
+    assert store.get_by_job_id(3)["slurm_job_state"] == "COMPLETED"
+    slurm.calls.clear()
+    assert poller.run_once()["changed"] == 0 and slurm.kinds() == ["diag"]
+
+
+def test_v0040_too_many_jobs_an_uncounted_end_is_heard_at_the_recount(store):
+    """A time limit moves no counter at once; slurmctld's running count, redone every
+    30 s, does."""
+    slurm, poller = too_many(store)
+    poller.run_once()
+    slurm.jobs[2] = make_job(2, "TIMEOUT")
+    assert poller.run_once()["changed"] == 0          # not heard yet
+    slurm.recount()
+    assert poller.run_once()["changed"] == 1
+    assert store.get_by_job_id(2)["slurm_job_state"] == "TIMEOUT"
+
+
+def test_v0040_too_many_jobs_every_job_is_looked_at_every_30_cycles(store):
+    slurm, poller = too_many(store)
+    poller.run_once()
+    kinds = []
+    for _ in range(31):
+        slurm.calls.clear()
         poller.run_once()
-        assert slurm.kinds() == ["state"]
+        kinds.append(slurm.kinds())
+    assert kinds[:30] == [["diag"]] * 30
+    assert kinds[30] == ["diag", "state"]
+
+
+def test_v0040_too_many_jobs_and_no_counters_every_cycle_looks_at_every_job(store):
+    slurm, poller = too_many(store)
+
+    def refuse():
+        slurm._call("diag")
+        raise SlurmUnavailable("slurmrestd at http://x answered 403 to /diag.")
+    slurm.diag = refuse
+    for _ in range(3):
+        slurm.calls.clear()
+        poller.run_once()
+        assert slurm.kinds() == ["diag", "state"]
+    slurm.jobs[4] = make_job(4, "COMPLETED")
+    assert poller.run_once()["changed"] == 1
 
 
 def test_v0040_few_watched_jobs_are_just_asked_about(store):

@@ -468,12 +468,19 @@ class Adapter:
                 if keep(number(j.get("job_id")) or 0, *normalize_state(j.get("job_state")))]
 
     def parse_jobs_state(self, body: dict[str, Any]) -> dict[int, tuple[str, tuple[str, ...]]]:
-        """``/jobs/state`` (v0.0.40+): job id (a string there) -> (state, flags)."""
-        out = {}
+        """``/jobs/state`` (v0.0.40+): job id (a string there) -> (state, flags).
+        Thousands of jobs share a handful of states: each is normalised once."""
+        out, seen = {}, {}
         for item in body.get("jobs") or []:
             job_id = number(item.get("job_id"))
-            if job_id is not None:
-                out[job_id] = normalize_state(item.get("state"))
+            if job_id is None:
+                continue
+            raw = item.get("state")
+            key = tuple(raw) if isinstance(raw, list) else raw
+            state = seen.get(key)
+            if state is None:
+                state = seen[key] = normalize_state(raw)
+            out[job_id] = state
         return out
 
     def parse_db_jobs(self, body: dict[str, Any]) -> list[JobInfo]:

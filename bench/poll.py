@@ -185,7 +185,7 @@ def neighbours_part(ours: int = 10, others: int = 5000, cycles: int = 40) -> Non
                 poller = Poller(store, client if after or version == "0.0.38"
                                 else ListingOnly(client), None)
                 if not after:
-                    poller.one_by_one_max = 0
+                    poller.look.one_by_one_max = 0
                 poller.run_once()
                 settle(poller, fake)
                 busy, cpu, quiet = 0, 0.0, 0

@@ -86,7 +86,7 @@ def test_only_our_jobs_are_watched_and_only_a_changed_one_is_read(httpserver, re
                                      else state, username=owner)
     poller = Poller(store, client_for(httpserver, version),
                     Dispatcher(store, {"email": email}))
-    poller.probe_min_tasks = 1         # probe however few tasks (the default is 100)
+    poller.look.probe_min_tasks = 1         # probe however few tasks (the default is 100)
     poller.run_once()
     # slurmctld's clock first (one job's answer), then one /jobs/state request naming
     # exactly our active jobs; one full read, of the job whose state changed.
@@ -181,7 +181,7 @@ def test_a_changed_answer_is_the_detail_of_every_changed_job(httpserver, release
     owner = listing["jobs"][0]["user_name"]
     uuids = {i: add_task(store, i, state="RUNNING", username=owner) for i in [*jobs_of, gone]}
     poller = Poller(store, client_for(httpserver, version), Dispatcher(store, {"email": email}))
-    poller.probe_min_tasks = 1
+    poller.look.probe_min_tasks = 1
     poller.run_once()                  # the full look: every job RUNNING, as the tasks say
     assert all(store.get(u)["slurm_job_state"] == "RUNNING" for u in uuids.values())
     reads = len([r for r, _ in httpserver.log if "/job/" in r.path])

@@ -1,17 +1,15 @@
 """What a poll cycle costs the store and slurmrestd: proportional to what changed."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 
-import pytest
 
 from app.errors import SlurmJobNotFound, SlurmUnavailable
 from app.notify.dispatcher import Dispatcher
 from app.poller import Poller
 from app.slurm.versions import DiagInfo, JobInfo, JobsSince
-from tests.conftest import FIXTURES, make_job
+from tests.conftest import make_job
 from tests.helpers import PollSlurm, RecordingNotifier, add_task
 
 
@@ -187,7 +185,7 @@ class StateSlurm:
 
 def probing(poller):
     """A poller that probes however few tasks it watches (PROBE_MIN_TASKS is 100)."""
-    poller.probe_min_tasks = 1
+    poller.look.probe_min_tasks = 1
     return poller
 
 
@@ -270,7 +268,7 @@ def test_v0040_new_and_missing_tasks_are_asked_about_on_a_quiet_cycle(store):
 
 
 def test_v0040_a_failed_cycle_or_a_long_quiet_stretch_means_a_full_look(store):
-    from app.poller import PROBE_FULL_EVERY
+    from app.look import PROBE_FULL_EVERY
     slurm = StateSlurm()
     add_task(store, 1, state="RUNNING")
     slurm.jobs[1] = make_job(1, "RUNNING")
@@ -294,7 +292,7 @@ def test_v0040_on_a_busy_cluster_whole_job_lists_become_rare(store):
     """Each "something changed" costs slurmctld's whole job list; when that keeps
     happening, the poller probes less and less often (1, 2, 4, ... 32 cycles apart)
     and looks at just our jobs (/jobs/state) in between."""
-    from app.poller import PROBE_MAX_SKIP
+    from app.look import PROBE_MAX_SKIP
     slurm = StateSlurm()
     add_task(store, 1, state="RUNNING")
     slurm.jobs[1] = make_job(1, "RUNNING")
@@ -327,7 +325,7 @@ def too_many(store, n=5):
         slurm.jobs[1 + i] = make_job(1 + i, "RUNNING")
     slurm.recount()
     poller = probing(Poller(store, slurm, None))
-    poller.probe_max_jobs = n - 1                     # as if 5 jobs were 10,001
+    poller.look.probe_max_jobs = n - 1                     # as if 5 jobs were 10,001
     return slurm, poller
 
 

@@ -115,7 +115,8 @@ class SlurmClient:
     def get_job(self, job_id: int, user: str | None = None) -> JobInfo:
         """One job from slurmctld; as ``user`` (their token), so that Slurm's own
         ``PrivateData`` applies, or with the service's identity when None."""
-        body = self._get(self.adapter.job_path(job_id), user=user, what=f"job {job_id}")
+        body = self._get(self.adapter.job_path(job_id), user=user, what=f"job {job_id}",
+                         decode=decode_job_list)
         for job in self.adapter.parse_jobs(body):
             if job.job_id == job_id:
                 return job
@@ -207,8 +208,8 @@ class SlurmClient:
         return self._get(self.adapter.prefix + self.RAW[what], what=f"GET {self.RAW[what]}")
 
     def _get(self, path: str, *, params=None, user: str | None = None,
-             what: str | None = None) -> dict:
-        resp = self.transport.request("GET", path, params=params, user=user)
+             what: str | None = None, decode=None) -> dict:
+        resp = self.transport.request("GET", path, params=params, user=user, decode=decode)
         self._check(resp, what or f"GET {path}")
         return resp.json
 

@@ -676,3 +676,74 @@ def test_a_job_list_decoded_job_by_job_reads_as_json_loads_does(rec):
     everything = rec.adapter.parse_jobs(plain)
     assert seen == [(j.job_id, j.state, j.state_flags) for j in everything]
     assert kept == [j for j in everything if j.state == "RUNNING"]
+
+
+def _recorded_job_answers():
+    """Every recorded answer that lists jobs (``GET /jobs``, ``GET /job/{id}``)."""
+    for release, version in RECORDINGS:
+        rec = Recorded(release, version)
+        for kind, entry in rec.index.items():
+            if entry["method"] != "GET" or "/slurmdb/" in entry["path"]:
+                continue
+            if "/jobs/state" in entry["path"] or not ("/job/" in entry["path"]
+                                                      or entry["path"].rstrip("/").endswith("/jobs")):
+                continue
+            data = (rec.dir / entry["file"]).read_bytes()
+            try:
+                body = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(body, dict) and body.get("jobs"):
+                yield pytest.param(rec, data, id=f"{rec!r}:{kind}")
+
+
+@pytest.mark.parametrize("rec,data", list(_recorded_job_answers()))
+def test_every_recorded_job_reads_the_same_from_its_typed_fields(rec, data):
+    """Jobs are decoded straight into ``JobFields`` (the fields we use, the rest
+    skipped): every recorded job, of every version, reads as from ``json.loads``."""
+    from app.slurm.versions.base import JobFields, decode_job_list
+    typed = decode_job_list(data)
+    assert all(type(j) is JobFields for j in typed["jobs"])
+    assert rec.adapter.parse_jobs(typed) == rec.adapter.parse_jobs(json.loads(data))
+
+
+@pytest.mark.parametrize("change", [
+    ("job_id", lambda v: str(v if isinstance(v, int) else v["number"])),   # a digit string
+    ("time_limit", lambda v: 5.0),                                          # a float
+    ("exit_code", lambda v: True),                                          # a bool
+    ("job_state", lambda v: {"current": v}),                                # an object
+])
+def test_a_job_of_unexpected_types_is_read_the_generic_way(change):
+    """A job whose types differ from ``JobFields`` is read from undecoded JSON as
+    ``json.loads`` reads it, tolerant as ever (numbers as strings, floats...)."""
+    from app.slurm.versions.base import decode_job_list
+    import msgspec
+    key, how = change
+    for release, version in RECORDINGS:
+        rec = Recorded(release, version)
+        body = rec.body("job_completed")
+        body["jobs"][0][key] = how(body["jobs"][0][key])
+        data = json.dumps(body).encode()
+        lazy = decode_job_list(data)
+        assert isinstance(lazy["jobs"][0], msgspec.Raw)
+        assert rec.adapter.parse_jobs(lazy) == rec.adapter.parse_jobs(json.loads(data))
+        assert rec.adapter.parse_jobs(lazy, lambda *_: True) == rec.adapter.parse_jobs(lazy)
+
+
+def test_every_key_parse_job_reads_is_a_typed_field():
+    """``JobFields`` holds every key any adapter's ``parse_job`` reads of a job (a
+    field left out would read as absent)."""
+    from app.slurm.versions.base import JobFields
+
+    class Reading(dict):
+        def get(self, key, default=None):
+            read.add(key)
+            return super().get(key, default)
+
+    for version, cls in ADAPTERS.items():
+        read: set[str] = set()
+        for release, rversion in RECORDINGS:
+            rec = Recorded(release, rversion)
+            for job in rec.body("job_completed")["jobs"]:
+                cls().parse_job(Reading(job))
+        assert read <= set(JobFields.__struct_fields__), (version, read - set(JobFields.__struct_fields__))

@@ -138,9 +138,14 @@ class JobsSince:
 
 
 def number(value) -> int | None:
-    """An int, or the number in a ``{set, infinite, number}`` struct when set."""
+    """An int, or the number in a ``{set, infinite, number}`` struct when set (a dict,
+    or ``Num`` when decoded straight from JSON)."""
+    if type(value) is int:
+        return value
     if value is None or isinstance(value, bool):
         return None
+    if type(value) is Num:
+        return None if value.infinite or not value.set else value.number
     if isinstance(value, (int, float)):
         return int(value)
     if isinstance(value, dict):
@@ -156,7 +161,10 @@ def timestamp(value) -> datetime | None:
     seconds = number(value)
     if not seconds:
         return None
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return _fromtimestamp(seconds, _UTC)
+
+
+_fromtimestamp, _UTC = datetime.fromtimestamp, timezone.utc
 
 
 def decode_exit(value) -> tuple[int | None, int | None]:
@@ -165,6 +173,13 @@ def decode_exit(value) -> tuple[int | None, int | None]:
     v0.0.38: the raw wait status (exit 3 -> 768; killed by SIGTERM -> 15).
     v0.0.39+: ``{status, return_code, signal: {id|signal_id, name}}``.
     """
+    if type(value) is Exit:
+        sig_obj = value.signal
+        sig = None if sig_obj is None else \
+            number(sig_obj.signal_id if sig_obj.id is msgspec.UNSET else sig_obj.id)
+        if "SIGNALED" in (value.status or ()) and sig:
+            return None, sig
+        return number(value.return_code), sig or None
     if value is None or isinstance(value, bool):
         return None, None
     if isinstance(value, int):
@@ -208,13 +223,79 @@ def expand_path(pattern: str | None, job_id: int, user: str | None, name: str | 
     return _PATH_PATTERN.sub(one, pattern)
 
 
+class Num(msgspec.Struct, gc=False):
+    """A number as v0.0.39+ writes it: ``{set, infinite, number}``."""
+    set: bool = True
+    infinite: bool = False
+    number: int | None = None
+
+
+_Number = int | Num | None
+
+
+class Signal(msgspec.Struct, gc=False):
+    """``exit_code.signal`` (v0.0.39+); ``id`` is ``signal_id`` in some versions."""
+    id: _Number | msgspec.UnsetType = msgspec.UNSET
+    signal_id: _Number | msgspec.UnsetType = msgspec.UNSET
+
+
+class Exit(msgspec.Struct, gc=False):
+    """``exit_code`` as v0.0.39+ writes it (v0.0.38: the raw wait status, an int)."""
+    status: Any = None
+    return_code: _Number = None
+    signal: Signal | None = None
+
+
+class JobFields(msgspec.Struct, gc=False):
+    """The fields of a job that ``Adapter.parse_job`` reads (every version's), decoded
+    straight from slurmrestd's JSON, the hundreds of others skipped unread: a whole job
+    is 6-10 kB of JSON, and decoding all of it into dicts was most of the cost of
+    reading one. ``get`` reads it as ``parse_job`` reads a job's dict. An answer whose
+    types differ from these (a string where a number was expected...) is read the
+    generic way instead (``decode_job_list``), so reading stays as tolerant.
+    tests/unit/test_adapters.py checks that every key ``parse_job`` reads is here and
+    that both ways read every recorded job alike."""
+    job_id: _Number = None
+    job_state: str | tuple[str, ...] | None = None
+    name: str | None = None
+    state_reason: str | None = None
+    exit_code: int | Exit | None = None
+    user_name: str | None = None
+    partition: str | None = None
+    nodes: str | None = None
+    submit_time: _Number = None
+    start_time: _Number = None
+    end_time: _Number = None
+    time_limit: _Number = None
+    standard_output: str | None = None
+    standard_error: str | None = None
+    current_working_directory: str | None = None
+    comment: str | None = None
+    array_job_id: _Number = None
+    array_task_id: _Number = None
+    stdout_expanded: str | None = None          # v0.0.43+
+    stderr_expanded: str | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+class _JobList(msgspec.Struct):
+    """A job list's envelope, its jobs as ``JobFields``."""
+    jobs: list[JobFields] = []
+    errors: Any = None
+    warnings: Any = None
+    status: Any = None
+    last_update: Any = None
+
+
 class _JobHead(msgspec.Struct):
     """What the poller reads of every listed job before deciding to read it all."""
     job_id: Any = None
     job_state: Any = None
 
 
-class _JobList(msgspec.Struct):
+class _RawJobList(msgspec.Struct):
     """A job list's envelope; each job stays undecoded JSON until it is wanted."""
     jobs: list[msgspec.Raw] = []
     errors: Any = None
@@ -224,16 +305,36 @@ class _JobList(msgspec.Struct):
 
 
 _decode_list = msgspec.json.Decoder(_JobList).decode
+_decode_raw_list = msgspec.json.Decoder(_RawJobList).decode
 _decode_head = msgspec.json.Decoder(_JobHead).decode
 _decode_any = msgspec.json.Decoder().decode
 
 
 def decode_job_list(data: bytes) -> dict[str, Any]:
-    """``GET /jobs``'s answer with each job left as undecoded JSON (``parse_jobs``
-    reads its id and state, and the rest only of the jobs it keeps): a whole job list
-    is about 6-10 kB a job, and ``json.loads`` of all of it was most of a poll's CPU."""
-    return {k: v for k, v in msgspec.structs.asdict(_decode_list(data)).items()
-            if v is not None}
+    """``GET /jobs`` (or ``/job/{id}``)'s answer, each job read in one pass as
+    ``JobFields`` (the fields we use, the rest skipped): ``json.loads`` of a whole
+    job list was most of a poll's CPU. If some job's types differ from
+    ``JobFields``', each job is left as undecoded JSON instead, for ``parse_jobs`` to
+    read its id and state, and in full (as a dict) only those it keeps."""
+    try:
+        body = _decode_list(data)
+    except msgspec.ValidationError:
+        body = _decode_raw_list(data)
+    return {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
+
+
+_STATES: dict[Any, tuple[str, tuple[str, ...]]] = {}
+
+
+def job_state(raw) -> tuple[str, tuple[str, ...]]:
+    """``normalize_state``, remembered: a job list has a handful of distinct states."""
+    try:
+        return _STATES[raw]
+    except (KeyError, TypeError):          # TypeError: a list (from a dict) is unhashable
+        state = normalize_state(raw)
+        if type(raw) in (str, tuple) and len(_STATES) < 1024:
+            _STATES[raw] = state
+        return state
 
 
 class Adapter:
@@ -375,8 +476,8 @@ class Adapter:
             job_id = number(body["result"].get("job_id"))
         return job_id
 
-    def parse_job(self, job: dict[str, Any]) -> JobInfo:
-        state, flags = normalize_state(job.get("job_state"))
+    def parse_job(self, job: dict[str, Any] | JobFields) -> JobInfo:
+        state, flags = job_state(job.get("job_state"))
         exit_code, signal = decode_exit(job.get("exit_code"))
         return JobInfo(
             job_id=number(job.get("job_id")) or 0,
@@ -436,6 +537,8 @@ class Adapter:
         return number(body.get("last_update"))
 
     def _expand(self, job: dict[str, Any], pattern: str | None) -> str | None:
+        if not pattern or "%" not in pattern:
+            return pattern
         return expand_path(pattern, number(job.get("job_id")) or 0, job.get("user_name"),
                            job.get("name"), number(job.get("array_job_id")) or None,
                            number(job.get("array_task_id")))
@@ -453,19 +556,25 @@ class Adapter:
         """Every job; or, with ``keep(job_id, state, flags) -> bool``, only those it
         keeps, the others costing just their id and state (a long list, few of ours)."""
         jobs = body.get("jobs") or []
-        if jobs and isinstance(jobs[0], msgspec.Raw):          # from decode_job_list
+        first = jobs[0] if jobs else None
+        if type(first) is JobFields:                      # from decode_job_list
+            if keep is None:
+                return [self.parse_job(j) for j in jobs]
+            return [self.parse_job(j) for j in jobs
+                    if keep(number(j.job_id) or 0, *job_state(j.job_state))]
+        if isinstance(first, msgspec.Raw):   # from decode_job_list, the generic way
             if keep is None:
                 return [self.parse_job(_decode_any(raw)) for raw in jobs]
             out = []
             for raw in jobs:
                 head = _decode_head(raw)
-                if keep(number(head.job_id) or 0, *normalize_state(head.job_state)):
+                if keep(number(head.job_id) or 0, *job_state(head.job_state)):
                     out.append(self.parse_job(_decode_any(raw)))
             return out
         if keep is None:
             return [self.parse_job(j) for j in jobs]
         return [self.parse_job(j) for j in jobs
-                if keep(number(j.get("job_id")) or 0, *normalize_state(j.get("job_state")))]
+                if keep(number(j.get("job_id")) or 0, *job_state(j.get("job_state")))]
 
     def parse_jobs_state(self, body: dict[str, Any]) -> dict[int, tuple[str, tuple[str, ...]]]:
         """``/jobs/state`` (v0.0.40+): job id (a string there) -> (state, flags).

@@ -20,19 +20,25 @@ from .store import (ACTIVE_PROJECTION, DUE_STATUSES, SUMMARY_PROJECTION, duplica
 
 def _active_job(doc: dict[str, Any]):
     """The (cluster, job id) an active task holds, as the unique index keys it."""
-    job_id = doc.get("slurm_job_id")
-    if not is_active(doc["slurm_job_state"]) or not isinstance(job_id, int) or job_id <= 0:
+    return _job_key(doc["slurm_job_state"], doc.get("slurm_job_id"), doc["task"].get("cluster"))
+
+
+def _job_key(state: str, job_id: Any, cluster: str | None):
+    if not is_active(state) or not isinstance(job_id, int) or job_id <= 0:
         return None
-    return (doc["task"].get("cluster"), job_id)
+    return (cluster, job_id)
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None), datetime})
 
 
 def _copy(value: Any) -> Any:
     """A deep copy of a stored document (dicts, lists and immutable leaves: str,
     numbers, datetimes), several times cheaper than ``copy.deepcopy``."""
     if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
+        return {k: v if type(v) in _LEAVES else _copy(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_copy(v) for v in value]
+        return [v if type(v) in _LEAVES else _copy(v) for v in value]
     return value
 
 
@@ -122,17 +128,38 @@ class MemoryTaskStore:
             doc = self._docs.get(uuid)
             if doc is None or (expected is not None and doc["slurm_job_state"] != expected):
                 return False
-            self._check_job_free({**doc, **(fields or {}), "slurm_job_state": state}, uuid)
-            doc.update(_copy(fields or {}))
+            fields = fields or {}
+            old_job_id = doc.get("slurm_job_id")
+            job_id = fields["slurm_job_id"] if "slurm_job_id" in fields else old_job_id
+            key = _job_key(state, job_id, doc["task"].get("cluster"))
+            self._check_key_free(key, uuid)
+            if fields:
+                doc.update(_copy(fields))
             doc["slurm_job_state"] = state
             doc["updated_at"] = now
             self._note_change(uuid, now)
             doc.setdefault("history", []).append(
-                {"state": state, "at": now, **({"note": note} if note else {})})
-            new = _copy(list(deliveries))
+                {"state": state, "at": now, "note": note} if note else {"state": state, "at": now})
+            new = _copy(list(deliveries)) if deliveries else None
             if new:
                 doc.setdefault("deliveries", []).extend(new)
-            self._reindex(doc)
+            # _reindex(doc), for what an update can change: the state, the job id, new
+            # deliveries (the ones there are untouched).
+            if job_id != old_job_id or "slurm_job_id" in fields:
+                self._reindex(doc)
+            else:
+                (self._active.add if is_active(state) else self._active.discard)(uuid)
+                old_key = self._job_of.get(uuid)
+                if old_key != key:
+                    if old_key is not None:
+                        del self._job_of[uuid]
+                        if self._active_jobs.get(old_key) == uuid:
+                            del self._active_jobs[old_key]
+                    if key is not None:
+                        self._active_jobs[key] = uuid
+                        self._job_of[uuid] = key
+                if new and any(d["status"] in DUE_STATUSES for d in new):
+                    self._with_outbox.add(uuid)
             summary = _summary(doc) if self._listeners else None
         if summary is not None:
             self._announce(summary)
@@ -154,7 +181,9 @@ class MemoryTaskStore:
 
     def _check_job_free(self, doc: dict[str, Any], uuid: str) -> None:
         """The unique index of TaskStore: one active task per (cluster, job id)."""
-        key = _active_job(doc)
+        self._check_key_free(_active_job(doc), uuid)
+
+    def _check_key_free(self, key, uuid: str) -> None:
         if key is not None and self._active_jobs.get(key, uuid) != uuid:
             raise JobAlreadyTracked(job_tracked_message(key[1]))
 

@@ -115,4 +115,4 @@ def normalize_state(raw) -> tuple[str, tuple[str, ...]]:
 
 def is_terminal(state: str, flags=()) -> bool:
     """Whether Slurm is done with a job in ``state`` with ``flags``."""
-    return state in TERMINAL_STATES and not (set(flags) & UNFINISHED_FLAGS)
+    return state in TERMINAL_STATES and UNFINISHED_FLAGS.isdisjoint(flags)

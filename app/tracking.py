@@ -37,7 +37,9 @@ def wanted_states(record: Mapping[str, Any]) -> set[str]:
 def plan_deliveries(record: Mapping[str, Any], state: str, now: datetime) -> list[dict[str, Any]]:
     """The deliveries reporting ``state`` (none if not asked for, or already reported)."""
     notification = record.get("task", {}).get("notification") or {}
-    if state not in wanted_states(record) or state in (record.get("notified_states") or ()):
+    if not notification.get("methods") \
+            or state not in (notification.get("on") or DEFAULT_REPORTED_STATES) \
+            or state in (record.get("notified_states") or ()):
         return []
     params = notification.get("params") or {}
     return [
@@ -76,6 +78,17 @@ def initial_deliveries(record: dict[str, Any]) -> None:
     record["notified_states"] = reported
 
 
+_COUNTERS: dict[str, Any] = {}
+
+
+def _state_changes(state: str):
+    """The state-change counter's child for ``state`` (looked up once)."""
+    counter = _COUNTERS.get(state)
+    if counter is None:
+        counter = _COUNTERS[state] = metrics.STATE_CHANGES.labels(state)
+    return counter
+
+
 def change_state(store, record: Mapping[str, Any], state: str, *,
                  fields: dict[str, Any] | None = None, note: str | None = None,
                  now: datetime | None = None) -> bool:
@@ -105,7 +118,7 @@ def change_state(store, record: Mapping[str, Any], state: str, *,
         if isinstance(record, dict):
             record.update(fields)
             record["slurm_job_state"] = state
-        metrics.STATE_CHANGES.labels(state).inc()
+        _state_changes(state).inc()
         logger.info("state task_uuid=%s slurm_job_id=%s %s -> %s%s%s", uuid,
                     (fields or {}).get("slurm_job_id", record.get("slurm_job_id")), old, state,
                     f" ({note})" if note else "",

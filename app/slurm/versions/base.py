@@ -323,6 +323,7 @@ def decode_job_list(data: bytes) -> dict[str, Any]:
     return {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
 
 
+_asdict = msgspec.structs.asdict
 _STATES: dict[Any, tuple[str, tuple[str, ...]]] = {}
 
 
@@ -477,6 +478,8 @@ class Adapter:
         return job_id
 
     def parse_job(self, job: dict[str, Any] | JobFields) -> JobInfo:
+        if type(job) is JobFields:
+            job = _asdict(job)              # dict.get is cheaper than JobFields.get
         state, flags = job_state(job.get("job_state"))
         exit_code, signal = decode_exit(job.get("exit_code"))
         return JobInfo(

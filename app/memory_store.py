@@ -165,6 +165,19 @@ class MemoryTaskStore:
             self._announce(summary)
         return True
 
+    def update_states(self, changes: list[dict[str, Any]]) -> list[Any]:
+        """Several ``update_state`` calls (each a dict of its arguments) at once, each
+        still compare-and-set on its own. Returns for each whether it applied, or the
+        exception that stopped it (``JobAlreadyTracked``...); the others still apply."""
+        out: list[Any] = []
+        with self._lock:
+            for change in changes:
+                try:
+                    out.append(self.update_state(**change))
+                except Exception as exc:  # noqa: BLE001 - that change's outcome
+                    out.append(exc)
+        return out
+
     def set_fields(self, uuid: str, fields: dict[str, Any], *,
                    expected: str | None = None) -> bool:
         with self._lock:

@@ -47,7 +47,8 @@ from .poll_state import ClusterView, Watched, array_state  # noqa: F401 - array_
 from .slurm.versions import JobInfo
 from .states import FINAL_STATES, LOST, RUNNING, SUBMIT_FAILED, SUBMIT_UNKNOWN, SUBMITTING
 from .store import utcnow
-from .tracking import change_state, is_owners_job, job_facts, record_job_state, settled_state
+from .tracking import (change_state, is_owners_job, job_facts, record_job_state,
+                       record_job_states, settled_state)
 
 logger = logging.getLogger(__name__)
 
@@ -190,10 +191,11 @@ class Poller:
                 logger.warning("poll: cluster %s: slurmrestd failed (%d in a row): %s",
                                name, view.failures, exc.message)
                 continue
+            recorded = self._record_many(todo, now)
             for record, job in todo:
                 uuid = record["task"]["uuid"]
                 try:
-                    outcome = self._track(record, view, watched, job, now)
+                    outcome = self._track(record, view, watched, job, now, recorded)
                 except SlurmProxyError as exc:
                     counts["errors"] += 1
                     logger.warning("poll: task_uuid=%s slurm_job_id=%s: %s",
@@ -243,8 +245,19 @@ class Poller:
                 view.leading = False
 
     # -- one task ------------------------------------------------------------------
+    def _record_many(self, todo, now: datetime) -> dict[str, Any]:
+        """The states read from Slurm for the tasks to look at, saved in one batch
+        (``tracking.record_job_states``) when there are several: by uuid, whether each
+        changed (or the exception that stopped it), for ``_track``."""
+        if not hasattr(self.store, "update_states"):
+            return {}
+        pairs = [(r, j) for r, j in todo if j is not None
+                 and r["slurm_job_state"] not in (SUBMITTING, SUBMIT_UNKNOWN)
+                 and is_owners_job(r, j) and settled_state(j) not in (None, r["slurm_job_state"])]
+        return record_job_states(self.store, pairs, now) if len(pairs) > 1 else {}
+
     def _track(self, record: dict[str, Any], view: ClusterView, watched: Watched,
-               job: JobInfo | None, now: datetime) -> str | None:
+               job: JobInfo | None, now: datetime, recorded=None) -> str | None:
         state = record["slurm_job_state"]
         uuid = record["task"]["uuid"]
         if state in (SUBMITTING, SUBMIT_UNKNOWN):
@@ -254,7 +267,11 @@ class Poller:
             job = None
         if job is not None:
             watched.missing.discard(uuid)
-            if record_job_state(self.store, record, job, now):
+            changed = recorded.pop(uuid) if recorded and uuid in recorded \
+                else record_job_state(self.store, record, job, now)
+            if isinstance(changed, Exception):
+                raise changed
+            if changed:
                 return "changed"
             if record.get("missing_since"):
                 self.store.set_fields(uuid, {"missing_since": None})

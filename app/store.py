@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
 import pymongo
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from .states import FINAL_STATES
 from .errors import DuplicateTask, JobAlreadyTracked, StoreUnavailable
@@ -84,6 +84,36 @@ def mongo_client(config) -> pymongo.MongoClient:
                                socketTimeoutMS=max(10_000, timeout))
 
 
+class _MongomockCollection:
+    """A mongomock collection with pymongo 4's ``bulk_write`` of ``UpdateOne``s
+    (mongomock's own bulk builder refuses the arguments pymongo passes it now): each
+    update applied in turn, the outcome reported as MongoDB reports it (the modified
+    count, or ``BulkWriteError`` with each refused update's index and code). Tests only."""
+
+    def __init__(self, collection):
+        self._collection = collection
+
+    def __getattr__(self, name):
+        return getattr(self._collection, name)
+
+    def bulk_write(self, requests, ordered: bool = True):
+        from types import SimpleNamespace
+
+        modified, errors = 0, []
+        for i, op in enumerate(requests):
+            try:
+                modified += self._collection.update_one(op._filter, op._doc).modified_count
+            except DuplicateKeyError as exc:
+                errors.append({"index": i, "code": 11000, "errmsg": str(exc)})
+                if ordered:
+                    break
+        if errors:
+            raise BulkWriteError({"writeErrors": errors, "nModified": modified,
+                                  "writeConcernErrors": [], "nInserted": 0, "nUpserted": 0,
+                                  "nMatched": modified, "nRemoved": 0, "upserted": []})
+        return SimpleNamespace(modified_count=modified)
+
+
 class TaskStore:
     is_embedded = False
 
@@ -108,7 +138,8 @@ class TaskStore:
         """pymongo's code path on mongomock, for tests (mongomock scans every document)."""
         import mongomock
 
-        return cls(mongomock.MongoClient(tz_aware=True)[db][collection], serialize=True)
+        return cls(_MongomockCollection(mongomock.MongoClient(tz_aware=True)[db][collection]),
+                   serialize=True)
 
     @contextlib.contextmanager
     def _op(self, what: str) -> Iterator[None]:
@@ -166,13 +197,11 @@ class TaskStore:
             raise JobAlreadyTracked(job_tracked_message(record["slurm_job_id"])) from None
         record.pop("_id", None)
 
-    def update_state(self, uuid: str, *, state: str, expected: str | None = None,
-                     fields: dict[str, Any] | None = None, note: str | None = None,
-                     deliveries: Iterable[dict[str, Any]] = ()) -> bool:
-        """Set the state (with other fields and new outbox entries), appending a
-        history entry. With ``expected``, only if the stored state still is
-        ``expected`` (compare-and-set). Returns whether the task changed."""
-        now = utcnow()
+    @staticmethod
+    def _state_update(now: datetime, uuid: str, *, state: str, expected: str | None = None,
+                      fields: dict[str, Any] | None = None, note: str | None = None,
+                      deliveries: Iterable[dict[str, Any]] = ()) -> tuple[dict, dict]:
+        """The query and update of ``update_state``."""
         entry = {"state": state, "at": now, **({"note": note} if note else {})}
         query: dict[str, Any] = {"task.uuid": uuid}
         if expected is not None:
@@ -181,14 +210,59 @@ class TaskStore:
         deliveries = list(deliveries)
         if deliveries:
             push["deliveries"] = {"$each": deliveries}
-        update = {"$set": {"slurm_job_state": state, "active": is_active(state),
-                           "updated_at": now, **(fields or {})}, "$push": push}
+        return query, {"$set": {"slurm_job_state": state, "active": is_active(state),
+                                "updated_at": now, **(fields or {})}, "$push": push}
+
+    def update_state(self, uuid: str, *, state: str, expected: str | None = None,
+                     fields: dict[str, Any] | None = None, note: str | None = None,
+                     deliveries: Iterable[dict[str, Any]] = ()) -> bool:
+        """Set the state (with other fields and new outbox entries), appending a
+        history entry. With ``expected``, only if the stored state still is
+        ``expected`` (compare-and-set). Returns whether the task changed."""
+        query, update = self._state_update(utcnow(), uuid, state=state, expected=expected,
+                                           fields=fields, note=note, deliveries=deliveries)
         try:
             with self._op("update the task"):
                 return self.collection.update_one(query, update).modified_count == 1
         except DuplicateKeyError:
             # Another active task holds the job id this update would give this one.
             raise JobAlreadyTracked(job_tracked_message((fields or {}).get("slurm_job_id"))) from None
+
+    def update_states(self, changes: list[dict[str, Any]]) -> list[Any]:
+        """Several ``update_state`` calls (each a dict of its arguments) in one round
+        trip (an unordered ``bulk_write``), each still its own compare-and-set, so
+        that of two pollers only one records a change. Returns for each whether it
+        applied, or the exception that stopped it (``JobAlreadyTracked`` for a job id
+        another active task holds, ``StoreUnavailable``); the others still apply."""
+        if not changes:
+            return []
+        now = utcnow()
+        ops = [pymongo.UpdateOne(*self._state_update(now, **c)) for c in changes]
+        out: list[Any] = [None] * len(changes)
+        with self._op("update the tasks"):
+            try:
+                modified = self.collection.bulk_write(ops, ordered=False).modified_count
+            except BulkWriteError as exc:
+                modified = exc.details.get("nModified", 0)
+                for error in exc.details.get("writeErrors", []):
+                    i, code = error["index"], error.get("code")
+                    out[i] = JobAlreadyTracked(job_tracked_message(
+                        (changes[i].get("fields") or {}).get("slurm_job_id"))) if code == 11000 \
+                        else StoreUnavailable(f"MongoDB refused the update ({code}).")
+            pending = [i for i, o in enumerate(out) if o is None]
+            if modified == len(pending):
+                for i in pending:
+                    out[i] = True
+            else:        # some compare-and-set found another state: which ones?
+                wanted = {changes[i]["uuid"]: i for i in pending}
+                for i in pending:
+                    out[i] = False
+                for doc in self.collection.find(
+                        {"task.uuid": {"$in": list(wanted)}, "updated_at": now},
+                        {"_id": False, "task.uuid": True, "slurm_job_state": True}):
+                    i = wanted[doc["task"]["uuid"]]
+                    out[i] = doc["slurm_job_state"] == changes[i]["state"]
+        return out
 
     def set_fields(self, uuid: str, fields: dict[str, Any], *,
                    expected: str | None = None) -> bool:

@@ -89,6 +89,33 @@ def _state_changes(state: str):
     return counter
 
 
+def _planned(record: Mapping[str, Any], state: str, fields: dict[str, Any] | None,
+             note: str | None, now: datetime) -> dict[str, Any]:
+    """The store update (``update_state``'s arguments) changing the task to ``state``."""
+    deliveries, reported = plan_change(record, state, fields, now)
+    fields = dict(fields or {})
+    if reported:
+        fields["notified_states"] = list(record.get("notified_states") or ()) + reported
+    return {"uuid": record["task"]["uuid"], "state": state,
+            "expected": record["slurm_job_state"], "fields": fields, "note": note,
+            "deliveries": deliveries}
+
+
+def _applied(record: Mapping[str, Any], change: dict[str, Any]) -> None:
+    """After ``change`` was saved: the record in memory, the counter, the log line."""
+    old, state, fields, note = (change["expected"], change["state"], change["fields"],
+                                change["note"])
+    if isinstance(record, dict):
+        record.update(fields)
+        record["slurm_job_state"] = state
+    _state_changes(state).inc()
+    deliveries = change["deliveries"]
+    logger.info("state task_uuid=%s slurm_job_id=%s %s -> %s%s%s", change["uuid"],
+                fields.get("slurm_job_id", record.get("slurm_job_id")), old, state,
+                f" ({note})" if note else "",
+                f", {len(deliveries)} notification(s) queued" if deliveries else "")
+
+
 def change_state(store, record: Mapping[str, Any], state: str, *,
                  fields: dict[str, Any] | None = None, note: str | None = None,
                  now: datetime | None = None) -> bool:
@@ -96,33 +123,19 @@ def change_state(store, record: Mapping[str, Any], state: str, *,
     entry and deliveries. ``record`` needs ``task``, ``slurm_job_state`` and
     ``notified_states`` (the store's active projection has them). Returns whether
     this call changed the task; on success ``record`` is updated in place."""
-    uuid = record["task"]["uuid"]
-    old = record["slurm_job_state"]
-    deliveries, reported = plan_change(record, state, fields, now or utcnow())
-    fields = dict(fields or {})
-    if reported:
-        fields["notified_states"] = list(record.get("notified_states") or ()) + reported
+    change = _planned(record, state, fields, note, now or utcnow())
     try:
-        changed = store.update_state(uuid, state=state, expected=old, fields=fields, note=note,
-                                     deliveries=deliveries)
+        changed = store.update_state(**change)
     except JobAlreadyTracked:
-        job_id = fields.get("slurm_job_id")
+        job_id = change["fields"].get("slurm_job_id")
         if job_id is None:
             raise
         # Slurm has just given this job id to this task's job: whoever else holds it
         # is about an older job that is gone (a rebuilt cluster).
-        release_job_id(store, record["task"].get("cluster"), job_id, keep_uuid=uuid)
-        changed = store.update_state(uuid, state=state, expected=old, fields=fields, note=note,
-                                     deliveries=deliveries)
+        release_job_id(store, record["task"].get("cluster"), job_id, keep_uuid=change["uuid"])
+        changed = store.update_state(**change)
     if changed:
-        if isinstance(record, dict):
-            record.update(fields)
-            record["slurm_job_state"] = state
-        _state_changes(state).inc()
-        logger.info("state task_uuid=%s slurm_job_id=%s %s -> %s%s%s", uuid,
-                    (fields or {}).get("slurm_job_id", record.get("slurm_job_id")), old, state,
-                    f" ({note})" if note else "",
-                    f", {len(deliveries)} notification(s) queued" if deliveries else "")
+        _applied(record, change)
     return changed
 
 
@@ -189,3 +202,46 @@ def record_job_state(store, record: dict[str, Any], job: JobInfo,
         logger.warning("could not save state task_uuid=%s slurm_job_id=%s: MongoDB unavailable",
                        record["task"]["uuid"], job.job_id)
         return False
+
+
+def record_job_states(store, pairs, now: datetime | None = None) -> dict[str, Any]:
+    """``record_job_state`` for many ``(record, job)`` pairs (a poll cycle's changes),
+    written in one batch where the store has ``update_states`` (one round trip to
+    MongoDB instead of one per task). Each task is still its own compare-and-set with
+    its history entry and deliveries, so two pollers never both record (or report) a
+    change. Returns, by task uuid, whether this call changed it, or the exception that
+    stopped it (for the caller to report as that task's error)."""
+    now = now or utcnow()
+    out: dict[str, Any] = {}
+    todo: list[tuple[dict[str, Any], JobInfo, dict[str, Any]]] = []
+    for record, job in pairs:
+        uuid = record["task"]["uuid"]
+        state = settled_state(job)
+        if state is None or state == record["slurm_job_state"] or not is_owners_job(record, job):
+            out[uuid] = record_job_state(store, record, job, now)    # nothing, or refused
+            continue
+        todo.append((record, job, _planned(record, state, job_facts(job), None, now)))
+    if not todo:
+        return out
+    try:
+        results = store.update_states([change for _, _, change in todo])
+    except StoreUnavailable:
+        logger.warning("could not save %d state change(s): MongoDB unavailable", len(todo))
+        return {**out, **{change["uuid"]: False for _, _, change in todo}}
+    except Exception:  # noqa: BLE001 - one task's failure: find it, one task at a time
+        results = [None] * len(todo)
+    for (record, job, change), result in zip(todo, results):
+        uuid = change["uuid"]
+        if result is True:
+            _applied(record, change)
+        elif isinstance(result, StoreUnavailable):
+            logger.warning("could not save state task_uuid=%s slurm_job_id=%s: %s",
+                           uuid, job.job_id, result.message)
+            result = False
+        elif result is not False:       # refused (job id held) or not tried: on its own
+            try:
+                result = record_job_state(store, record, job, now)
+            except Exception as exc:  # noqa: BLE001 - reported as this task's error
+                result = exc
+        out[uuid] = result
+    return out

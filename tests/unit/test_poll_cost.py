@@ -35,6 +35,11 @@ class CountingStore:
                 self.written += 1
                 return attr(*a, **kw)
             return write
+        if name == "update_states":             # several task records in one write
+            def write_many(changes):
+                self.written += len(changes)
+                return attr(changes)
+            return write_many
         return attr
 
     def reset(self):

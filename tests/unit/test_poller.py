@@ -180,14 +180,19 @@ def test_a_task_that_breaks_tracking_does_not_stop_the_others(store, slurm, emai
     good = add_task(store, 2)
     slurm.jobs[1] = make_job(1, "COMPLETED")
     slurm.jobs[2] = make_job(2, "COMPLETED")
-    real_update = store.update_state
+    real_update, real_updates = store.update_state, store.update_states
 
     def update_state(uuid, **kw):
         if uuid == bad:
             raise KeyError("corrupt record")
         return real_update(uuid, **kw)
 
-    store.update_state = update_state
+    def update_states(changes):           # a batch with the corrupt record fails whole
+        if any(c["uuid"] == bad for c in changes):
+            raise KeyError("corrupt record")
+        return real_updates(changes)
+
+    store.update_state, store.update_states = update_state, update_states
     counts = make_poller(store, slurm, [email], clock).run_once()
     assert counts["errors"] == 1 and counts["changed"] == 1
     assert store.get(good)["slurm_job_state"] == "COMPLETED"

@@ -98,6 +98,45 @@ def test_get_by_job_id_prefers_the_active_task_and_filters_by_user(store):
     assert store.get_by_job_id(7, usernames=["nobody"]) is None
 
 
+def test_many_state_changes_at_once_are_each_compare_and_set(store):
+    """``update_states`` (one bulk write on MongoDB): each change applies only from its
+    expected state, with its history entry and deliveries, and one refused change
+    (a job id another active task holds, a state already changed) leaves the others."""
+    from app.tracking import plan_deliveries
+    from app.store import utcnow
+    first, second, moved, holder, lost = (record(state="RUNNING", job_id=i) for i in range(1, 6))
+    first["task"]["notification"] = {"methods": ["email"], "params": {
+        "email": {"recipient": "a@b.org"}}}
+    for rec in (first, second, moved, holder):
+        store.insert(rec)
+    lost["slurm_job_state"] = "LOST"
+    store.insert(lost)
+    assert store.update_state(moved["task"]["uuid"], state="COMPLETED", expected="RUNNING")
+    deliveries = plan_deliveries(first, "COMPLETED", utcnow())
+    out = store.update_states([
+        dict(uuid=first["task"]["uuid"], state="COMPLETED", expected="RUNNING",
+             fields={"exit_code": 0}, note=None, deliveries=deliveries),
+        dict(uuid=moved["task"]["uuid"], state="FAILED", expected="RUNNING", fields={},
+             note=None, deliveries=[]),                   # changed meanwhile: not applied
+        dict(uuid=lost["task"]["uuid"], state="RUNNING", expected="LOST",
+             fields={"slurm_job_id": 4}, note=None, deliveries=[]),   # job 4 is held
+        dict(uuid=second["task"]["uuid"], state="FAILED", expected="RUNNING",
+             fields={"exit_code": 3}, note="ended", deliveries=[]),
+    ])
+    assert out[:2] == [True, False] and isinstance(out[2], JobAlreadyTracked) and out[3] is True
+    done = store.get(first["task"]["uuid"])
+    assert done["slurm_job_state"] == "COMPLETED" and done["exit_code"] == 0
+    assert done["history"][-1]["state"] == "COMPLETED"
+    assert [d["id"] for d in done["deliveries"]] == [d["id"] for d in deliveries]
+    failed = store.get(second["task"]["uuid"])
+    assert (failed["slurm_job_state"], failed["exit_code"]) == ("FAILED", 3)
+    assert failed["history"][-1]["note"] == "ended"
+    assert store.get(moved["task"]["uuid"])["slurm_job_state"] == "COMPLETED"
+    assert store.get(lost["task"]["uuid"])["slurm_job_state"] == "LOST"
+    assert store.count_outbox() == 1
+    assert store.update_states([]) == []
+
+
 def test_indexes(store):
     if not isinstance(store, TaskStore):
         pytest.skip("the embedded store keeps dict indexes")

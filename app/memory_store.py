@@ -123,7 +123,13 @@ class MemoryTaskStore:
     def update_state(self, uuid: str, *, state: str, expected: str | None = None,
                      fields: dict[str, Any] | None = None, note: str | None = None,
                      deliveries: Iterable[dict[str, Any]] = ()) -> bool:
-        now = utcnow()
+        return self._update_state(utcnow(), uuid, state=state, expected=expected,
+                                  fields=fields, note=note, deliveries=deliveries)
+
+    def _update_state(self, now: datetime, uuid: str, *, state: str,
+                      expected: str | None = None, fields: dict[str, Any] | None = None,
+                      note: str | None = None,
+                      deliveries: Iterable[dict[str, Any]] = ()) -> bool:
         with self._lock:
             doc = self._docs.get(uuid)
             if doc is None or (expected is not None and doc["slurm_job_state"] != expected):
@@ -170,10 +176,11 @@ class MemoryTaskStore:
         still compare-and-set on its own. Returns for each whether it applied, or the
         exception that stopped it (``JobAlreadyTracked``...); the others still apply."""
         out: list[Any] = []
+        now = utcnow()
         with self._lock:
             for change in changes:
                 try:
-                    out.append(self.update_state(**change))
+                    out.append(self._update_state(now, **change))
                 except Exception as exc:  # noqa: BLE001 - that change's outcome
                     out.append(exc)
         return out

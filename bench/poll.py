@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/poll.py                 # both parts
     .venv/bin/python bench/poll.py --part cycle    # fake slurmrestd only (no root needed)
+    .venv/bin/python bench/poll.py --part cycle --sizes 1000,10000 --repeat 5
     .venv/bin/python bench/poll.py --part delay --jobs 20   # real local Slurm, as root
     .venv/bin/python bench/poll.py --part neighbours        # 10 of ours among 5,000 jobs
 
@@ -125,7 +126,7 @@ def settle(poller, fake) -> None:
         time.sleep(1.05)
 
 
-def cycle_part(sizes) -> None:
+def cycle_part(sizes, repeat: int = 1) -> None:
     print("poller cycle cost: fake slurmrestd in another process answering as the recorded")
     print("Slurm 22.05 (v0.0.38: GET /jobs?update_time=) and 26.05.3 (v0.0.42: from 100 watched")
     print("jobs GET /jobs?update_time= first, else GET /jobs/state for our jobs and GET /job/{id}")
@@ -142,21 +143,22 @@ def cycle_part(sizes) -> None:
                     print(f"{version:>7s} {n:7d} | v0.0.38 lists every job at each change "
                           f"(~4 kB a job): not run at this size")
                     continue
-                store = MemoryTaskStore()
-                tasks_in(store, n, fake.user)
-                fake("/control", ours=n, others=0)
-                poller = Poller(store, fake.client(), None, interval=10, lost_after=600)
-                poller.run_once()                          # loads the tasks
-                settle(poller, fake)
-                cpu, counts, stats = measure(poller, fake)
-                assert counts["active"] == n and counts["changed"] == 0, counts
-                k = min(n, 1000)
-                fake("/finish", first=k)
-                kcpu, kcounts, kstats = measure(poller, fake)
-                assert kcounts["changed"] == k, kcounts
-                print(f"{version:>7s} {n:7d} | {cpu:8.2f} {stats['requests']:8d} {stats['bytes']:8d} | "
-                      f"{k:5d} {kcpu:8.1f} {kcpu * 1000 / k:8.1f} {kstats['requests']:8d} "
-                      f"{kstats['bytes']:10d}")
+                for _ in range(repeat):           # one line per run: a busy machine is noisy
+                    store = MemoryTaskStore()
+                    tasks_in(store, n, fake.user)
+                    fake("/control", ours=n, others=0)
+                    poller = Poller(store, fake.client(), None, interval=10, lost_after=600)
+                    poller.run_once()                          # loads the tasks
+                    settle(poller, fake)
+                    cpu, counts, stats = measure(poller, fake)
+                    assert counts["active"] == n and counts["changed"] == 0, counts
+                    k = min(n, 1000)
+                    fake("/finish", first=k)
+                    kcpu, kcounts, kstats = measure(poller, fake)
+                    assert kcounts["changed"] == k, kcounts
+                    print(f"{version:>7s} {n:7d} | {cpu:8.2f} {stats['requests']:8d} "
+                          f"{stats['bytes']:8d} | {k:5d} {kcpu:8.1f} {kcpu * 1000 / k:8.1f} "
+                          f"{kstats['requests']:8d} {kstats['bytes']:10d}", flush=True)
         finally:
             fake.close()
 
@@ -317,13 +319,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=("cycle", "neighbours", "delay", "all"), default="all")
     ap.add_argument("--sizes", default="10,1000,10000,100000")
+    ap.add_argument("--repeat", type=int, default=1, help="cycle: runs per size")
     ap.add_argument("--events", action="store_true",
                     help="delay: with slurmctld's jobcomp events (the dev cluster's JobCompLoc)")
     ap.add_argument("--jobs", type=int, default=20)
     ap.add_argument("--interval", type=float, default=load_config({})["SLURM_POLL_INTERVAL"])
     args = ap.parse_args()
     if args.part in ("cycle", "all"):
-        cycle_part([int(n) for n in args.sizes.split(",")])
+        cycle_part([int(n) for n in args.sizes.split(",")], args.repeat)
     if args.part in ("neighbours", "all"):
         neighbours_part()
     if args.part in ("delay", "all"):

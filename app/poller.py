@@ -20,9 +20,10 @@ A cycle:
    jobs with news.
    Each new state goes through ``tracking.change_state`` (compare-and-set, history,
    deliveries); a cycle's several changes are saved in one batch of such updates
-   (``tracking.record_job_states``: one ``bulk_write`` on MongoDB). A job slurmctld no longer knows (purged after MinJobAge) is looked up
-   in slurmdb when SLURM_SLURMDB is on; otherwise, once missing for
-   SLURM_POLL_LOST_AFTER seconds, it becomes LOST.
+   (``tracking.record_job_states``: one ``bulk_write`` on MongoDB). A job slurmctld
+   no longer knows (purged after MinJobAge) is looked up in slurmdb when
+   SLURM_SLURMDB is on; otherwise, once missing for SLURM_POLL_LOST_AFTER seconds, it
+   becomes LOST.
 4. After a slurmrestd failure the next cycle is still one interval later (no backoff),
    so tracking resumes within one interval of slurmrestd coming back.
 

@@ -11,6 +11,9 @@ is; EventSource clients reconnect to another worker by themselves.
 from __future__ import annotations
 
 import functools
+import os
+import re
+import traceback
 from types import SimpleNamespace
 
 from gunicorn.glogging import Logger as GunicornLogger
@@ -23,9 +26,21 @@ class Logger(GunicornLogger):
     config is given, as ours always is (app.logs.gunicorn_logconfig)."""
 
     def access(self, resp, req, environ, request_time):
-        if self.cfg.accesslog is None:
+        """gunicorn's access line, with only the atoms the format names computed (and
+        quote-escaped as gunicorn's ``SafeAtoms`` does): gunicorn computes all 19, the
+        time as text among them, and wraps every one, for each line."""
+        if self.cfg.accesslog is None or not self.access_log_enabled:
             return
-        super().access(resp, req, environ, request_time)
+        log_format = self.cfg.access_log_format
+        names = _atoms_named(log_format)
+        if names is None:
+            return super().access(resp, req, environ, request_time)
+        try:
+            self.access_log.info(log_format, _Atoms(
+                (name, _escaped(_ATOMS[name](self, resp, environ, request_time)))
+                for name in names))
+        except Exception:  # noqa: BLE001 - as gunicorn: a line that fails is reported
+            self.error(traceback.format_exc())
 
     def atoms(self, resp, req, environ, request_time):
         """gunicorn's own atoms, computed from only what the format can use: gunicorn
@@ -47,6 +62,60 @@ _ENVIRON_FOR_ATOMS = ("REMOTE_ADDR", "REQUEST_METHOD", "RAW_URI", "SERVER_PROTOC
 @functools.lru_cache(maxsize=8)
 def _needs_every_atom(log_format: str) -> bool:
     return "{" in log_format
+
+
+def _status(resp):
+    status = resp.status
+    return status.split(None, 1)[0] if isinstance(status, str) else status
+
+
+def _sent(resp):
+    return getattr(resp, "sent", None)
+
+
+# gunicorn's fixed atoms (gunicorn.glogging.Logger.atoms), one function each.
+_ATOMS = {
+    "h": lambda log, resp, env, took: env.get("REMOTE_ADDR", "-"),
+    "l": lambda log, resp, env, took: "-",
+    "u": lambda log, resp, env, took: log._get_user(env) or "-",
+    "t": lambda log, resp, env, took: log.now(),
+    "r": lambda log, resp, env, took: "%s %s %s" % (env["REQUEST_METHOD"], env["RAW_URI"],
+                                                    env["SERVER_PROTOCOL"]),
+    "s": lambda log, resp, env, took: _status(resp),
+    "m": lambda log, resp, env, took: env.get("REQUEST_METHOD"),
+    "U": lambda log, resp, env, took: env.get("PATH_INFO"),
+    "q": lambda log, resp, env, took: env.get("QUERY_STRING"),
+    "H": lambda log, resp, env, took: env.get("SERVER_PROTOCOL"),
+    "b": lambda log, resp, env, took: _sent(resp) is not None and str(resp.sent) or "-",
+    "B": lambda log, resp, env, took: _sent(resp),
+    "f": lambda log, resp, env, took: env.get("HTTP_REFERER", "-"),
+    "a": lambda log, resp, env, took: env.get("HTTP_USER_AGENT", "-"),
+    "T": lambda log, resp, env, took: took.seconds,
+    "D": lambda log, resp, env, took: took.seconds * 1000000 + took.microseconds,
+    "M": lambda log, resp, env, took: took.seconds * 1000 + int(took.microseconds / 1000),
+    "L": lambda log, resp, env, took: "%d.%06d" % (took.seconds, took.microseconds),
+    "p": lambda log, resp, env, took: "<%s>" % os.getpid(),
+}
+_NAMED = re.compile(r"%\(([^)]*)\)")
+
+
+@functools.lru_cache(maxsize=8)
+def _atoms_named(log_format: str) -> tuple[str, ...] | None:
+    """The atoms a format names, when all are fixed ones; None when it names a
+    header or environ atom (``{...}i/o/e``) or anything else (gunicorn's path)."""
+    names = tuple(dict.fromkeys(_NAMED.findall(log_format)))
+    return names if all(name in _ATOMS for name in names) else None
+
+
+def _escaped(value):
+    return value.replace('"', '\\"') if isinstance(value, str) else value
+
+
+class _Atoms(dict):
+    """gunicorn's ``SafeAtoms`` for a dict already escaped: a missing atom is "-"."""
+
+    def __missing__(self, key):
+        return "-"
 
 
 class Worker(GeventWorker):

@@ -43,6 +43,10 @@ USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
+_CONTROL = re.compile(rf"[{C}]")
+_CONTROL_MULTILINE = re.compile(rf"[{C_MULTILINE}]")
+
+
 def _check(pattern: str, value: str, message: str) -> None:
     if not re.fullmatch(pattern, value):
         raise ValidationError(message)
@@ -56,6 +60,7 @@ class Text(fields.String):
         validators = list(given) if isinstance(given, (list, tuple)) else [given]
         validators.append(validate.Length(max=max_length))
         self._pattern = NO_CONTROL_MULTILINE if multiline else NO_CONTROL
+        self._control = _CONTROL_MULTILINE if multiline else _CONTROL
         metadata = dict(kwargs.pop("metadata", {}) or {})
         if not any(isinstance(v, validate.Regexp) for v in validators):
             metadata.setdefault("pattern", self._pattern)
@@ -63,7 +68,7 @@ class Text(fields.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
-        found = re.search(rf"[{C_MULTILINE if self._pattern == NO_CONTROL_MULTILINE else C}]", text)
+        found = self._control.search(text)
         if found:
             raise ValidationError(
                 f"Control characters are not allowed (found {found.group()!r} "

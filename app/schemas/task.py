@@ -11,6 +11,7 @@ from marshmallow import Schema, fields, validate
 
 from ..constants import TASK_METADATA
 from ..states import MONITOR_STATES
+from .fastload import FastLoad
 from .fields import (UUID, AbsolutePath, Environment, FileName, SlurmTime, TaskUUID, Text,
                      SlurmName, UserName, strict_int)
 from .notification import NotificationSchema
@@ -65,7 +66,10 @@ class TaskSchema(Schema):
         "description": "Which configured cluster (default: the first)."})
 
 
-class SubmitSchema(Schema):
+class SubmitSchema(FastLoad, Schema):
+    """``POST /submit``'s body; loaded by ``FastLoad`` (marshmallow's own answer on
+    any error)."""
+
     task = fields.Nested(TaskSchema, required=True)
 
 

@@ -1,6 +1,7 @@
-"""HTTP to slurmrestd: one session per process, timeouts, retries, JWT headers.
+"""HTTP to slurmrestd: keep-alive connections per process (``connections``), timeouts,
+retries, JWT headers.
 
-Retries follow urllib3's defaults on purpose: connection errors (nothing reached
+Retries follow urllib3's defaults on purpose (its ``Retry`` still decides them): connection errors (nothing reached
 slurmrestd) are retried for every method; read errors and 502/503/504 only for
 idempotent ones. So ``POST /job/submit`` is never sent twice once it may have
 arrived. Exceptions leave this module as ``SlurmError`` subclasses only.
@@ -11,10 +12,12 @@ import functools
 import json as json_module
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
+from http.client import InvalidURL
 from urllib.parse import urlencode
 
 import jwt
@@ -24,11 +27,15 @@ from urllib3.util.retry import Retry
 from .. import metrics
 from ..config import SlurmAuth
 from ..errors import SlurmAuthError, SlurmTimeout, SlurmUnavailable
+from .connections import Pool
 
 logger = logging.getLogger(__name__)
 
 RETRY = dict(total=3, connect=3, read=2, status=2, backoff_factor=0.25,
              status_forcelist=(502, 503, 504), raise_on_status=False)
+USER_AGENT = "slurm-proxy"
+# What http.client refused in a request target: control characters and spaces.
+_NOT_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 
 
 @dataclass
@@ -95,81 +102,43 @@ class TokenSource:
             return token
 
 
-class OneWrite:
-    """An urllib3 connection that sends a request's head and body in one write.
-
-    http.client writes the head, then the body: two system calls and two packets on
-    every submit, each waking slurmrestd (together about a tenth of the proxy's CPU
-    per submit). The bytes sent are the same; connecting still happens inside
-    ``request`` (on the first write), so urllib3 classifies errors as before."""
-
-    _collected: list[bytes] | None = None
-
-    def request(self, *args, **kwargs):
-        self._collected = []
-        try:
-            super().request(*args, **kwargs)
-            data = b"".join(self._collected)
-        finally:
-            self._collected = None
-        if data:
-            super().send(data)
-
-    def send(self, data):
-        if self._collected is None:
-            super().send(data)
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            self._collected.append(bytes(data))
-        else:                           # a file-like body: what was collected goes first
-            pending, self._collected = b"".join(self._collected), []
-            if pending:
-                super().send(pending)
-            super().send(data)
-
-
-class OneWriteHTTPConnection(OneWrite, urllib3.connection.HTTPConnection):
-    pass
-
-
-class OneWriteHTTPSConnection(OneWrite, urllib3.connection.HTTPSConnection):
-    pass
-
-
 class Transport:
-    """One urllib3 connection pool per process (after a fork too: gunicorn workers
-    never share sockets). urllib3 directly, not ``requests``: a third of the proxy's
-    CPU per submit went to ``requests``' session merging and request preparation
-    (bench/submit.py), for one call whose shape never changes."""
+    """HTTP to one slurmrestd: keep-alive connections (``connections.Pool``, created
+    lazily and again after a fork, so gunicorn workers never share sockets), each
+    request built here as bytes and sent in one write, and urllib3's ``Retry`` deciding
+    what is retried. Neither ``requests`` (a third of the proxy's CPU per submit once)
+    nor urllib3's pool and http.client (a quarter, later) for one call whose shape
+    never changes."""
 
     def __init__(self, base_url: str, auth: SlurmAuth, *, connect_timeout: float = 3.05,
                  read_timeout: float = 30.0):
         self.base_url = base_url.rstrip("/")
         self.tokens = TokenSource(auth)
         self.timeout = (connect_timeout, read_timeout)
-        self._urllib3_timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._retries = Retry(**RETRY)
-        self._path_prefix = urllib3.util.parse_url(self.base_url).path or ""
-        self._pool: urllib3.HTTPConnectionPool | None = None
-        self._pid = None
+        url = urllib3.util.parse_url(self.base_url)
+        self._scheme = (url.scheme or "http").lower()
+        self._host = url.host or "localhost"
+        self._port = url.port or (443 if self._scheme == "https" else 80)
+        self._path_prefix = url.path or ""
+        # What http.client sent: the port only when it is not the scheme's own.
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        if url.port and url.port != (443 if self._scheme == "https" else 80):
+            host = f"{host}:{url.port}"
+        self._head_start = (f" HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\n"
+                            f"User-Agent: {USER_AGENT}\r\n")
+        self._pool: Pool | None = None
         self._lock = threading.Lock()
 
     @property
-    def pool(self) -> urllib3.HTTPConnectionPool:
-        # Created lazily, and again after a fork (gunicorn workers): never shared.
-        # One pool for slurmrestd's one address: urllib3's PoolManager would parse
-        # the URL and look the pool up again on every request.
-        if self._pool is None or self._pid != os.getpid():
+    def pool(self) -> Pool:
+        # Created lazily (no I/O in create_app); Pool itself starts empty after a fork.
+        if self._pool is None:
             with self._lock:
-                if self._pool is None or self._pid != os.getpid():
-                    # No proxy settings are read from the environment: slurmrestd is a
-                    # peer on the cluster network, and HTTP(S)_PROXY is for the outside.
-                    pool = urllib3.PoolManager(
-                        maxsize=32, block=False, retries=self._retries,
-                        timeout=self._urllib3_timeout).connection_from_url(self.base_url)
-                    pool.ConnectionCls = (OneWriteHTTPSConnection if pool.scheme == "https"
-                                          else OneWriteHTTPConnection)
-                    self._pool = pool
-                    self._pid = os.getpid()
+                if self._pool is None:
+                    self._pool = Pool(self._scheme, self._host, self._port,
+                                      connect_timeout=self.timeout[0],
+                                      read_timeout=self.timeout[1])
         return self._pool
 
     def request(self, method: str, path: str, *, user: str | None = None,
@@ -177,19 +146,16 @@ class Transport:
                 decode: Callable[[bytes], Any] | None = None) -> Response:
         """One request. ``decode`` reads a JSON answer instead of ``json.loads`` (a job
         list, see ``versions.base.decode_job_list``); on any error ``json.loads`` does."""
-        url = self._path_prefix + path
+        target = self._path_prefix + path
         if params:
-            url += "?" + urlencode(params, safe=",")
-        headers = self.tokens.headers(user)
-        body = None
-        if json is not None:
-            body = json_module.dumps(json).encode()
-            headers["Content-Type"] = "application/json"
+            target += "?" + urlencode(params, safe=",")
+        if _NOT_IN_TARGET.search(target):
+            raise InvalidURL(f"URL can't contain control characters or spaces: {target!r}")
+        data = self._build(method, target, self.tokens.headers(user), json)
         started = time.monotonic()
         outcome = "error"
         try:
-            resp = self.pool.urlopen(method, url, body=body, headers=headers,
-                                     redirect=False)
+            resp = self._send(method, target, data)
             outcome = f"{resp.status // 100}xx"
         except urllib3.exceptions.MaxRetryError as exc:
             raise self._failure(exc.reason, method, path) from None
@@ -202,7 +168,7 @@ class Transport:
         elapsed_ms = (time.monotonic() - started) * 1000
         logger.debug("slurmrestd %s %s -> %s in %.1f ms", method, path, resp.status, elapsed_ms)
         data = resp.data
-        if "json" in (resp.headers.get("Content-Type") or ""):
+        if "json" in (resp.headers.get("content-type") or ""):
             if decode is not None:
                 try:
                     return Response(resp.status, decode(data))
@@ -213,6 +179,51 @@ class Transport:
             except ValueError:
                 pass
         return Response(resp.status, data.decode("utf-8", errors="replace"))
+
+    def _build(self, method: str, target: str, headers: dict[str, str], json: Any) -> bytes:
+        """The whole request as one bytes object: the head http.client wrote (Host,
+        Accept-Encoding, and Content-Length for a body or a bodiless POST/PUT/PATCH, as
+        urllib3 added it), our headers, then the body."""
+        body = b"" if json is None else json_module.dumps(json).encode()
+        lines = [method, " ", target, self._head_start]
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines += ("Content-Length: ", str(len(body)), "\r\n")
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"Invalid value for header {name}")      # never the value
+            lines += (name, ": ", value, "\r\n")
+        if json is not None:
+            lines.append("Content-Type: application/json\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1") + body
+
+    def _send(self, method: str, target: str, data: bytes):
+        """The exchange, retried as urllib3's ``urlopen`` retried it with the same
+        ``Retry``: on errors ``Retry.increment`` re-raises what may not be retried (a
+        read error on a POST) and raises ``MaxRetryError`` when retries run out; an
+        answer in ``status_forcelist`` to an idempotent request is asked again, and the
+        last one returned when retries run out (``raise_on_status=False``)."""
+        retries = self._retries
+        pool = self.pool
+        while True:
+            try:
+                answer = pool.exchange(method, target, data)
+            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
+                    urllib3.exceptions.SSLError, urllib3.exceptions.ReadTimeoutError,
+                    urllib3.exceptions.ProtocolError) as exc:
+                retries = retries.increment(method, target, error=exc)
+                retries.sleep()
+                logger.warning("slurmrestd %s %s: retrying (%r) after %r", method,
+                               target.partition("?")[0], retries, exc)
+                continue
+            if retries.is_retry(method, answer.status, bool(answer.headers.get("retry-after"))):
+                try:
+                    retries = retries.increment(method, target, response=answer)
+                except urllib3.exceptions.MaxRetryError:
+                    return answer
+                retries.sleep(answer)
+                continue
+            return answer
 
     def _failure(self, exc, method: str, path: str) -> Exception:
         """What a failed request means for the caller: never reached slurmrestd

@@ -95,3 +95,51 @@ def test_access_lines_are_gunicorns_own(log_format):
     line = cfg.access_log_format % SafeAtoms(ours.atoms(resp, req, environ, took))
     assert line == cfg.access_log_format % SafeAtoms(theirs.atoms(resp, req, environ, took))
     assert "192.0.2.1" in line and "POST /submit" in line
+
+
+@pytest.mark.parametrize("log_format", [
+    None,                                                   # gunicorn's default
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s %(m)s %(U)s %(q)s %(H)s %(B)s %(f)s %(a)s '
+    '%(T)s %(D)s %(M)s %(L)s %(p)s',
+    '%(h)s %(u)s "%(r)s" %(s)s %(x)s',                      # an unknown atom: "-"
+    '%(h)s "%(r)s" %(s)s "%({user-agent}i)s" %({content-type}o)s %({raw_uri}e)s',
+])
+@pytest.mark.parametrize("sent", [123, None])
+def test_access_lines_written_are_gunicorns_own(log_format, sent):
+    """The line app.serving.Logger.access writes (only the atoms the format names)
+    is the one gunicorn's own access() writes, quotes escaped alike."""
+    import logging
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger as GunicornLogger
+
+    from app.serving import Logger
+
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    if log_format:
+        cfg.set("access_log_format", log_format)
+    environ = {"REMOTE_ADDR": "192.0.2.1", "REQUEST_METHOD": "POST", "RAW_URI": '/submit?x="1"',
+               "PATH_INFO": "/submit", "QUERY_STRING": 'x="1"', "SERVER_PROTOCOL": "HTTP/1.1",
+               "HTTP_USER_AGENT": 'curl/8 "quoted"', "HTTP_REFERER": "http://example/",
+               "HTTP_AUTHORIZATION": "Basic c29tZW9uZTpzZWNyZXQ=", "wsgi.errors": object()}
+    req = SimpleNamespace(headers=[("USER-AGENT", 'curl/8 "quoted"'), ("HOST", "x")])
+    resp = SimpleNamespace(status="201 CREATED", sent=sent,
+                           headers=[("Content-Type", "application/json")])
+    took = timedelta(seconds=1, microseconds=2345)
+    lines = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    for logger_class in (Logger, GunicornLogger):
+        log = logger_class(cfg)
+        log.now = lambda: "[02/Dec/2026:06:00:00 +0000]"
+        log.access_log.handlers = [Capture()]
+        log.access(resp, req, environ, took)
+    ours, theirs = lines
+    assert ours == theirs
+    assert "192.0.2.1" in ours and "201" in ours

@@ -240,3 +240,28 @@ def test_two_clusters_from_a_clusters_file(workdir, tmp_path):
     assert set(ready["clusters"]) == {"hpc", "second"} and ready["ok"]
     summary = client.get("/cluster?cluster=second").get_json()
     assert summary["cluster"] == "second" and summary["partitions"][0]["name"] == PARTITION
+
+
+def test_the_real_slurmrestd_carries_every_request_on_one_connection(workdir):
+    """slurmrestd keeps connections alive: pings, a submit and its cancel all go over
+    the one connection the transport opened, and each answer is read whole."""
+    from app.batch import build_submission
+    from app.config import SlurmAuth
+    from app.constants import resolve_task
+    from app.schemas.task import SubmitSchema
+    from app.slurm.client import SlurmClient
+    from app.slurm.transport import Transport
+
+    with open(KEY_FILE, "rb") as fh:
+        auth = SlurmAuth("key", "slurm", key=fh.read(), lifespan=600)
+    client = SlurmClient(Transport(SLURM_BASE_URL, auth, read_timeout=20), "0.0.38")
+    pool = client.transport.pool
+    connect, opened = pool.connect, []
+    pool.connect = lambda: opened.append(1) or connect()
+    assert all(p.up for p in client.ping())
+    plan = resolve_task(SubmitSchema().load({"task": task_in(workdir)})["task"])
+    job_id = client.submit(build_submission(plan), user=TEST_USER)
+    assert client.get_job(job_id, user=TEST_USER).job_id == job_id
+    client.cancel(job_id, user=TEST_USER)
+    assert all(p.up for p in client.ping())
+    assert len(opened) == 1

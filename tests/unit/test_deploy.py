@@ -7,6 +7,7 @@ import configparser
 import importlib.util
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -176,3 +177,17 @@ def test_json_log_lines_carry_the_task(caplog):
 @pytest.mark.parametrize("name", ["Dockerfile", "supervisord.conf", "gunicorn.conf.py", "entrypoint.sh"])
 def test_docker_files_exist(name):
     assert (ROOT / "docker" / name).exists()
+
+
+def test_a_worker_sets_what_it_has_built_aside_from_the_garbage_collector():
+    """gunicorn's post_worker_init freezes the objects a worker has built (gc.freeze),
+    read in a process of its own as gunicorn reads its config."""
+    code = ("import gc, runpy, sys, types; conf = runpy.run_path(sys.argv[1]); "
+            "assert gc.get_freeze_count() == 0; "
+            "conf['post_worker_init'](types.SimpleNamespace(wsgi=None)); "
+            "print(gc.get_freeze_count())")
+    env = {**os.environ, "MONGODB_URI": "mongodb://unused.invalid:27017"}   # no poller here
+    frozen = int(subprocess.run([sys.executable, "-c", code, str(ROOT / "docker" / "gunicorn.conf.py")],
+                                cwd=ROOT, env=env, capture_output=True, text=True,
+                                check=True).stdout.split()[-1])
+    assert frozen > 10_000

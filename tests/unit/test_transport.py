@@ -190,10 +190,12 @@ class Peer:
     """A bare TCP peer that speaks HTTP/1.1 as each test scripts it: ``script(conn,
     request_bytes)`` per request received; it records every request."""
 
-    def __init__(self, script):
+    def __init__(self, script, tls=None):
         self.script, self.requests, self.connections = script, [], 0
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.tls = tls                    # an ssl.SSLContext: https, each connection wrapped
+        self.url = f"{'https' if tls else 'http'}://" + (
+            f"{'localhost' if tls else '127.0.0.1'}:{self.listener.getsockname()[1]}")
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -203,6 +205,12 @@ class Peer:
             except OSError:
                 return
             self.connections += 1
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except OSError:
+                    conn.close()
+                    continue
             threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
 
     def _talk(self, conn):
@@ -409,3 +417,33 @@ def test_slurmrestd_over_https_is_verified_against_the_trusted_authorities(tmp_p
         assert client.ping()[0].up
     finally:
         server.stop()
+
+
+def test_over_https_requests_share_one_kept_alive_connection(tmp_path, monkeypatch):
+    """https connections are kept alive too (a TLS handshake per request would cost
+    more than the request), TLS 1.3's session tickets after the handshake included."""
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.minimum_version = ssl.TLSVersion.TLSv1_3
+    authority.issue_cert("localhost").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+
+    def script(conn, request):
+        answer(conn, json.dumps(PING).encode()) if request.startswith(b"GET ") else answer(conn)
+
+    peer = Peer(script, tls=server_context)
+    try:
+        client = peer_client(peer)
+        for _ in range(3):
+            assert client.ping()[0].up
+            time.sleep(0.05)                # the connection idles between requests
+            assert client.submit(build_submission(_plan()), user="someone") == 5
+        assert peer.count("GET") == 3 and peer.count("POST") == 3 and peer.connections == 1
+    finally:
+        peer.close()

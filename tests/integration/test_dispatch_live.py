@@ -30,6 +30,13 @@ def test_a_hanging_smtp_server_delays_neither_tracking_nor_the_webhook(httpserve
     slurm.jobs[1] = make_job(1, "RUNNING")
     slurm.jobs[2] = make_job(2, "RUNNING")
     poller = build_poller(config, store=store, slurm=slurm, notifiers=build_notifiers(config))
+    starts = []                                     # when each poll cycle began
+    run_once = poller.run_once
+
+    def counted(*args, **kwargs):
+        starts.append(time.monotonic())
+        return run_once(*args, **kwargs)
+    poller.run_once = counted
     stop = threading.Event()
     thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
     thread.start()
@@ -41,13 +48,19 @@ def test_a_hanging_smtp_server_delays_neither_tracking_nor_the_webhook(httpserve
         ended = time.monotonic()
         until(lambda: store.get(hooked)["slurm_job_state"] == "FAILED", timeout=5, step=0.01)
         recorded = time.monotonic() - ended
+        cycles_after = sum(1 for started in starts if started >= ended)
         until(lambda: hooks, timeout=5, step=0.01)
         delivered = hooks[0] - ended
-        # Within one poll interval (0.2 s) and the dispatcher's 0.1 s look, while the
-        # mail still hangs (its timeout is 20 s).
-        assert recorded < 0.2 + 0.15, recorded
-        assert delivered < 0.2 + 0.1 + 0.25, delivered
+        # The mail hangs for its 20 s timeout all along; meanwhile the poller keeps its
+        # pace: the job's end was recorded by the first cycle that began after it (or
+        # one that began just before), and the webhook went out.
         assert store.get(mailed)["deliveries"][0]["status"] == "sending"
+        assert cycles_after <= 1, (cycles_after, recorded)
+        # On a quiet machine that is within one poll interval (0.2 s), and the webhook
+        # within the dispatcher's 0.1 s look after (test_poll_cost checks that pace). A
+        # loaded CI machine adds delays of its own, so the wall-clock bound here is only
+        # far below the 20 s that waiting on the hung mail would take.
+        assert recorded < 2.0 and delivered < 2.0, (recorded, delivered)
     finally:
         stop.set()
         hole.close()

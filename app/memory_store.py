@@ -135,8 +135,7 @@ class MemoryTaskStore:
             if doc is None or (expected is not None and doc["slurm_job_state"] != expected):
                 return False
             fields = fields or {}
-            old_job_id = doc.get("slurm_job_id")
-            job_id = fields["slurm_job_id"] if "slurm_job_id" in fields else old_job_id
+            job_id = fields.get("slurm_job_id", doc.get("slurm_job_id"))
             key = _job_key(state, job_id, doc["task"].get("cluster"))
             self._check_key_free(key, uuid)
             if fields:
@@ -146,26 +145,9 @@ class MemoryTaskStore:
             self._note_change(uuid, now)
             doc.setdefault("history", []).append(
                 {"state": state, "at": now, "note": note} if note else {"state": state, "at": now})
-            new = _copy(list(deliveries)) if deliveries else None
-            if new:
-                doc.setdefault("deliveries", []).extend(new)
-            # _reindex(doc), for what an update can change: the state, the job id, new
-            # deliveries (the ones there are untouched).
-            if job_id != old_job_id or "slurm_job_id" in fields:
-                self._reindex(doc)
-            else:
-                (self._active.add if is_active(state) else self._active.discard)(uuid)
-                old_key = self._job_of.get(uuid)
-                if old_key != key:
-                    if old_key is not None:
-                        del self._job_of[uuid]
-                        if self._active_jobs.get(old_key) == uuid:
-                            del self._active_jobs[old_key]
-                    if key is not None:
-                        self._active_jobs[key] = uuid
-                        self._job_of[uuid] = key
-                if new and any(d["status"] in DUE_STATUSES for d in new):
-                    self._with_outbox.add(uuid)
+            if deliveries:
+                doc.setdefault("deliveries", []).extend(_copy(list(deliveries)))
+            self._reindex(doc)
             summary = _summary(doc) if self._listeners else None
         if summary is not None:
             self._announce(summary)

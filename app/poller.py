@@ -251,11 +251,8 @@ class Poller:
         """The states read from Slurm for the tasks to look at, saved in one batch
         (``tracking.record_job_states``) when there are several: by uuid, whether each
         changed (or the exception that stopped it), for ``_track``."""
-        if not hasattr(self.store, "update_states"):
-            return {}
-        pairs = [(r, j) for r, j in todo if j is not None
-                 and r["slurm_job_state"] not in (SUBMITTING, SUBMIT_UNKNOWN)
-                 and is_owners_job(r, j) and settled_state(j) not in (None, r["slurm_job_state"])]
+        pairs = [(r, j) for r, j in todo if j is not None and is_owners_job(r, j)
+                 and r["slurm_job_state"] not in (SUBMITTING, SUBMIT_UNKNOWN)]
         return record_job_states(self.store, pairs, now) if len(pairs) > 1 else {}
 
     def _track(self, record: dict[str, Any], view: ClusterView, watched: Watched,

@@ -206,8 +206,9 @@ def record_job_state(store, record: dict[str, Any], job: JobInfo,
 
 def record_job_states(store, pairs, now: datetime | None = None) -> dict[str, Any]:
     """``record_job_state`` for many ``(record, job)`` pairs (a poll cycle's changes),
-    written in one batch where the store has ``update_states`` (one round trip to
-    MongoDB instead of one per task). Each task is still its own compare-and-set with
+    the changes written in one batch (``update_states``: one round trip to MongoDB
+    instead of one per task); a pair with nothing to record is left as
+    ``record_job_state`` leaves it. Each task is still its own compare-and-set with
     its history entry and deliveries, so two pollers never both record (or report) a
     change. Returns, by task uuid, whether this call changed it, or the exception that
     stopped it (for the caller to report as that task's error)."""

@@ -64,6 +64,21 @@ def test_gunicorn_parses_requests_with_its_c_parser():
     assert _check_fast_parser(Config()) is True
 
 
+def submit_exchange(status: str, sent):
+    """What gunicorn hands its access logger for one POST /submit: the WSGI environ
+    (quotes and a Basic credential in it), the request, the response, the time taken."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    environ = {"REMOTE_ADDR": "192.0.2.1", "REQUEST_METHOD": "POST", "RAW_URI": '/submit?x="1"',
+               "PATH_INFO": "/submit", "QUERY_STRING": 'x="1"', "SERVER_PROTOCOL": "HTTP/1.1",
+               "HTTP_USER_AGENT": 'curl/8 "quoted"', "HTTP_REFERER": "http://example/",
+               "HTTP_AUTHORIZATION": "Basic c29tZW9uZTpzZWNyZXQ=", "wsgi.errors": object()}
+    req = SimpleNamespace(headers=[("USER-AGENT", 'curl/8 "quoted"'), ("HOST", "x")])
+    resp = SimpleNamespace(status=status, sent=sent, headers=[("Content-Type", "application/json")])
+    return environ, req, resp, timedelta(seconds=1, microseconds=2345)
+
+
 @pytest.mark.parametrize("log_format", [
     None,                                                   # gunicorn's default
     '%(h)s %(u)s "%(r)s" %(s)s %(b)s %(m)s %(U)s %(q)s %(H)s %(B)s %(f)s %(a)s %(x)s',
@@ -72,9 +87,6 @@ def test_gunicorn_parses_requests_with_its_c_parser():
 def test_access_lines_are_gunicorns_own(log_format):
     """app.serving.Logger builds the atoms from what the format can use; every line
     is the one gunicorn itself would write."""
-    from datetime import timedelta
-    from types import SimpleNamespace
-
     from gunicorn.config import Config
     from gunicorn.glogging import Logger as GunicornLogger, SafeAtoms
 
@@ -83,13 +95,7 @@ def test_access_lines_are_gunicorns_own(log_format):
     cfg = Config()
     if log_format:
         cfg.set("access_log_format", log_format)
-    environ = {"REMOTE_ADDR": "192.0.2.1", "REQUEST_METHOD": "POST", "RAW_URI": '/submit?x="1"',
-               "PATH_INFO": "/submit", "QUERY_STRING": 'x="1"', "SERVER_PROTOCOL": "HTTP/1.1",
-               "HTTP_USER_AGENT": 'curl/8 "quoted"', "HTTP_REFERER": "http://example/",
-               "HTTP_AUTHORIZATION": "Basic c29tZW9uZTpzZWNyZXQ=", "wsgi.errors": object()}
-    req = SimpleNamespace(headers=[("USER-AGENT", 'curl/8 "quoted"'), ("HOST", "x")])
-    resp = SimpleNamespace(status="200 OK", sent=123, headers=[("Content-Type", "application/json")])
-    took = timedelta(seconds=1, microseconds=2345)
+    environ, req, resp, took = submit_exchange("200 OK", 123)
     ours, theirs = Logger(cfg), GunicornLogger(cfg)
     ours.now = theirs.now = lambda: "[02/Dec/2026:06:00:00 +0000]"
     line = cfg.access_log_format % SafeAtoms(ours.atoms(resp, req, environ, took))
@@ -109,8 +115,6 @@ def test_access_lines_written_are_gunicorns_own(log_format, sent):
     """The line app.serving.Logger.access writes (only the atoms the format names)
     is the one gunicorn's own access() writes, quotes escaped alike."""
     import logging
-    from datetime import timedelta
-    from types import SimpleNamespace
 
     from gunicorn.config import Config
     from gunicorn.glogging import Logger as GunicornLogger
@@ -121,14 +125,7 @@ def test_access_lines_written_are_gunicorns_own(log_format, sent):
     cfg.set("accesslog", "-")
     if log_format:
         cfg.set("access_log_format", log_format)
-    environ = {"REMOTE_ADDR": "192.0.2.1", "REQUEST_METHOD": "POST", "RAW_URI": '/submit?x="1"',
-               "PATH_INFO": "/submit", "QUERY_STRING": 'x="1"', "SERVER_PROTOCOL": "HTTP/1.1",
-               "HTTP_USER_AGENT": 'curl/8 "quoted"', "HTTP_REFERER": "http://example/",
-               "HTTP_AUTHORIZATION": "Basic c29tZW9uZTpzZWNyZXQ=", "wsgi.errors": object()}
-    req = SimpleNamespace(headers=[("USER-AGENT", 'curl/8 "quoted"'), ("HOST", "x")])
-    resp = SimpleNamespace(status="201 CREATED", sent=sent,
-                           headers=[("Content-Type", "application/json")])
-    took = timedelta(seconds=1, microseconds=2345)
+    environ, req, resp, took = submit_exchange("201 CREATED", sent)
     lines = []
 
     class Capture(logging.Handler):

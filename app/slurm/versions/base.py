@@ -581,18 +581,13 @@ class Adapter:
 
     def parse_jobs_state(self, body: dict[str, Any]) -> dict[int, tuple[str, tuple[str, ...]]]:
         """``/jobs/state`` (v0.0.40+): job id (a string there) -> (state, flags).
-        Thousands of jobs share a handful of states: each is normalised once."""
-        out, seen = {}, {}
+        Thousands of jobs share a handful of states (``job_state`` remembers them)."""
+        out = {}
         for item in body.get("jobs") or []:
             job_id = number(item.get("job_id"))
-            if job_id is None:
-                continue
-            raw = item.get("state")
-            key = tuple(raw) if isinstance(raw, list) else raw
-            state = seen.get(key)
-            if state is None:
-                state = seen[key] = normalize_state(raw)
-            out[job_id] = state
+            if job_id is not None:
+                raw = item.get("state")
+                out[job_id] = job_state(tuple(raw) if type(raw) is list else raw)
         return out
 
     def parse_db_jobs(self, body: dict[str, Any]) -> list[JobInfo]:

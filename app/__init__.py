@@ -74,12 +74,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
     app.extensions["slurm_proxy"] = services
     from .blueprints import health
     health.instrument(app)
-    if config["SLURM_PROXY_TRUSTED_PROXIES"]:
-        # The client's address (for the per-address limit) from X-Forwarded-For, as
-        # set by that many reverse proxies in front; never trusted otherwise.
-        from werkzeug.middleware.proxy_fix import ProxyFix
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config["SLURM_PROXY_TRUSTED_PROXIES"])
-    register_access_control(app, services.keys, config)
+    limiter = register_access_control(app, services.keys, config)
     register_docs(app)
 
     api = Api(app)
@@ -97,4 +92,12 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
     app.register_blueprint(events.blp)
     # After Api(), which registers its own HTTPException handler: ours wins.
     register_error_handlers(app)
+    if limiter is None:          # flask-limiter counts in Flask's hooks: no way around
+        app.wsgi_app = submit.SubmitPath(app, services)
+    if config["SLURM_PROXY_TRUSTED_PROXIES"]:
+        # The client's address (for the per-address limit, and the access line) from
+        # X-Forwarded-For, as set by that many reverse proxies in front; never trusted
+        # otherwise. Outermost, so that every path sees it.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config["SLURM_PROXY_TRUSTED_PROXIES"])
     return app

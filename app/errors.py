@@ -162,20 +162,32 @@ def error_response(status: int, code: str, message: str, errors=None, headers=No
     return jsonify(body), status, headers or {}
 
 
+def describe_error(exc: SlurmProxyError | ValidationError) -> tuple[dict, dict[str, str]]:
+    """The error body and extra headers for one of ours or a schema's refusal, as every
+    path answers them (Flask's handlers below, and ``POST /submit``'s WSGI path)."""
+    if isinstance(exc, ValidationError):
+        flat = flatten_messages(exc.messages)
+        return ({"code": "invalid_request", "status": 400, "message": describe_fields(flat),
+                 "errors": flat}, {})
+    if exc.status >= 500:
+        logger.warning("%s: %s", exc.code, exc.message)
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="slurm-proxy"'
+    return ({"code": exc.code, "status": exc.status, "message": exc.message,
+             "errors": exc.errors or {}}, headers)
+
+
+UNEXPECTED = {"code": "internal", "status": 500, "message": "Internal error; it has been logged.",
+              "errors": {}}
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(SlurmProxyError)
-    def _proxy_error(exc: SlurmProxyError):
-        if exc.status >= 500:
-            logger.warning("%s: %s", exc.code, exc.message)
-        headers = dict(getattr(exc, "headers", None) or {})
-        if exc.status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="slurm-proxy"'
-        return error_response(exc.status, exc.code, exc.message, exc.errors, headers)
-
     @app.errorhandler(ValidationError)
-    def _validation_error(exc: ValidationError):
-        flat = flatten_messages(exc.messages)
-        return error_response(400, "invalid_request", describe_fields(flat), flat)
+    def _known_error(exc: SlurmProxyError | ValidationError):
+        body, headers = describe_error(exc)
+        return jsonify(body), body["status"], headers
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -209,4 +221,4 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         logger.exception("unhandled error")
-        return error_response(500, "internal", "Internal error; it has been logged.")
+        return jsonify(UNEXPECTED), 500

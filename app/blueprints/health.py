@@ -86,6 +86,12 @@ STATUS_OUTCOMES = {200: "ok", 400: "invalid", 401: "unauthorized", 403: "forbidd
                    502: "slurm_rejected", 503: "unavailable", 504: "slurm_timeout"}
 
 
+def count_submit(status: int, started: float) -> None:
+    """One ``POST /submit`` answered with ``status``, ``started`` at that monotonic time."""
+    metrics.SUBMITS.labels(STATUS_OUTCOMES.get(status, "error")).inc()
+    metrics.SUBMIT_SECONDS.observe(time.monotonic() - started)
+
+
 def instrument(app) -> None:
     """Count submits by outcome, and their latency."""
 
@@ -96,6 +102,5 @@ def instrument(app) -> None:
     @app.after_request
     def _count_submit(response):
         if request.endpoint == "submit.submit":
-            metrics.SUBMITS.labels(STATUS_OUTCOMES.get(response.status_code, "error")).inc()
-            metrics.SUBMIT_SECONDS.observe(time.monotonic() - g.get("started", time.monotonic()))
+            count_submit(response.status_code, g.get("started", time.monotonic()))
         return response

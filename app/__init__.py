@@ -74,7 +74,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
     app.extensions["slurm_proxy"] = services
     from .blueprints import health
     health.instrument(app)
-    limiter = register_access_control(app, services.keys, config)
+    key_limit = register_access_control(app, services.keys, config, services.mongo)
     register_docs(app)
 
     api = Api(app)
@@ -92,8 +92,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, store=None, slur
     app.register_blueprint(events.blp)
     # After Api(), which registers its own HTTPException handler: ours wins.
     register_error_handlers(app)
-    if limiter is None:          # flask-limiter counts in Flask's hooks: no way around
-        app.wsgi_app = submit.SubmitPath(app, services)
+    app.wsgi_app = submit.SubmitPath(app, services, key_limit)
     if config["SLURM_PROXY_TRUSTED_PROXIES"]:
         # The client's address (for the per-address limit, and the access line) from
         # X-Forwarded-For, as set by that many reverse proxies in front; never trusted

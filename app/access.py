@@ -62,20 +62,20 @@ def required_role(endpoint: str | None) -> str | None:
     return ROLE_BY_BLUEPRINT.get(endpoint.partition(".")[0])
 
 
-def register_access_control(app: Flask, keys, config: Mapping[str, Any]):
-    """The key check, then the per-key limits (flask-limiter, whose own check is
-    registered after ours so that it only ever counts authenticated requests).
-    Without a per-key limit flask-limiter is not registered at all: its before- and
-    after-request work was about 5 % of a submit's CPU while enforcing nothing.
-    Returns the limiter, or None."""
+def register_access_control(app: Flask, keys, config: Mapping[str, Any], mongo=None):
+    """The key check, then the per-key limit (``KeyLimit``, after the check so that it
+    only ever counts authenticated requests), and its headers on the answer. Without
+    a per-key limit nothing is counted for keys at all. ``mongo`` is the process's
+    MongoClient, for limits counted in MongoDB. Returns the ``KeyLimit``, or None."""
     public = set(PUBLIC_ENDPOINTS) | (DOCS_ENDPOINTS if config["SLURM_PROXY_PUBLIC_DOCS"] else set())
     enabled = config["SLURM_PROXY_AUTH"]
     if not enabled:
         logger.warning("*** SLURM_PROXY_AUTH is off: anyone who can reach %s may run "
                        "anything as any user. Loopback only. ***", config["SLURM_PROXY_HOST"])
-    limiter = build_limiter(config) if config["SLURM_PROXY_RATE_LIMIT"] else None
-    guard = AddressLimit(config["SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT"],
-                         limit_storage_uri(config), limiter)
+    counter = LimitCounter(limit_storage_uri(config), mongo if uses_mongo(config) else None)
+    key_limit = KeyLimit(config["SLURM_PROXY_RATE_LIMIT"], counter) \
+        if config["SLURM_PROXY_RATE_LIMIT"].strip() else None
+    guard = AddressLimit(config["SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT"], counter)
 
     @app.before_request
     def _check_key():
@@ -102,9 +102,22 @@ def register_access_control(app: Flask, keys, config: Mapping[str, Any]):
             raise Forbidden(f"API key {key.name!r} lacks the {role!r} role.")
         return None
 
-    if limiter is not None:
-        limiter.init_app(app)
-    return limiter
+    if key_limit is not None:
+        @app.before_request
+        def _limit_key():
+            endpoint = request.endpoint
+            if endpoint and endpoint not in PUBLIC_ENDPOINTS:
+                key = g.get("api_key")
+                g.limit_headers = key_limit.hit(
+                    f"key:{key.id}" if key is not None else f"addr:{request.remote_addr}",
+                    endpoint)
+
+        @app.after_request
+        def _limit_headers(response):
+            for name, value in g.get("limit_headers", ()):
+                response.headers[name] = value
+            return response
+    return key_limit
 
 
 def _person(keys, config):
@@ -130,60 +143,98 @@ def limit_storage_uri(config: Mapping[str, Any]) -> str:
     return config["SLURM_PROXY_RATE_LIMIT_STORAGE"] or config["MONGODB_URI"] or "memory://"
 
 
-def build_limiter(config: Mapping[str, Any]):
-    """Per-key limits, shared between workers when MongoDB is configured."""
-    from flask_limiter import Limiter
-
-    storage = limit_storage_uri(config)
-
-    def key_func() -> str:
-        key = g.get("api_key")
-        return f"key:{key.id}" if key is not None else f"addr:{request.remote_addr}"
-
-    return Limiter(key_func=key_func, storage_uri=storage,
-                   default_limits=[config["SLURM_PROXY_RATE_LIMIT"]] if config["SLURM_PROXY_RATE_LIMIT"] else [],
-                   headers_enabled=True, strategy="moving-window",
-                   default_limits_exempt_when=lambda: request.endpoint in PUBLIC_ENDPOINTS)
+def uses_mongo(config: Mapping[str, Any]) -> bool:
+    """Whether limits are counted in the service's own MongoDB (its client then serves)."""
+    return bool(config["MONGODB_URI"]) and limit_storage_uri(config) == config["MONGODB_URI"]
 
 
-class AddressLimit:
-    """The limit for requests without a valid key, per client address, counted in the
-    limiter's storage (so shared between workers) under its own names: it never takes
-    from a key's budget, and a key's requests never take from it. Without per-key
-    limits (no flask-limiter), the same storage and moving window, opened at the first
-    request without a valid key."""
+class LimitCounter:
+    """The ``limits`` moving-window counter both limits count with, over the configured
+    storage (shared between workers and hosts when it is MongoDB or Redis), opened at
+    its first use. In the service's own MongoDB it counts through the process's one
+    MongoClient (``store.limit_storage``)."""
 
-    def __init__(self, spec: str, storage_uri: str, limiter=None):
-        from limits import parse_many
-
-        self.items = parse_many(spec) if spec.strip() else []
-        self._storage_uri = storage_uri
-        self._flask_limiter = limiter
-        self._own = None
+    def __init__(self, storage_uri: str, mongo=None):
+        self._storage_uri, self._mongo = storage_uri, mongo
+        self._strategy = None
         self._lock = threading.Lock()
 
     @property
-    def limiter(self):
-        """The ``limits`` strategy that counts: flask-limiter's when it runs."""
-        if self._flask_limiter is not None:
-            return self._flask_limiter.limiter
+    def strategy(self):
         with self._lock:
-            if self._own is None:
+            if self._strategy is None:
                 from limits.storage import storage_from_string
                 from limits.strategies import MovingWindowRateLimiter
 
-                self._own = MovingWindowRateLimiter(storage_from_string(self._storage_uri))
-            return self._own
+                if self._mongo is not None:
+                    from .store import limit_storage
+                    storage = limit_storage(self._mongo)
+                else:
+                    storage = storage_from_string(self._storage_uri)
+                self._strategy = MovingWindowRateLimiter(storage)
+            return self._strategy
+
+
+class KeyLimit:
+    """SLURM_PROXY_RATE_LIMIT (e.g. ``20/second;600/minute``): per key, and per route, in
+    a moving window. Each request is counted against each limit, shortest window first,
+    up to the first it exceeds (then 429 with Retry-After). Every counted answer says
+    where it stands in ``X-RateLimit-Limit``/``-Remaining``/``-Reset`` (epoch seconds)
+    and ``Retry-After``, for the exceeded limit or else the shortest: the rules and
+    headers flask-limiter applied here before. Should the storage fail, the request is
+    let through uncounted (and logged), as the per-address limit does."""
+
+    def __init__(self, spec: str, counter: LimitCounter):
+        from limits import parse_many
+
+        self.items = sorted(parse_many(spec))
+        self._counter = counter
+
+    def hit(self, who: str, endpoint: str) -> list[tuple[str, str]]:
+        """Count one request by ``who`` (``key:<id>``) to ``endpoint``; its headers, or
+        TooManyRequests carrying them."""
+        try:
+            strategy = self._counter.strategy
+            shown, exceeded = self.items[0], None
+            for item in self.items:
+                if not strategy.hit(item, who, endpoint):
+                    shown = exceeded = item
+                    break
+            reset, remaining = strategy.get_window_stats(shown, who, endpoint)
+        except Exception as exc:  # noqa: BLE001 - a storage outage must not turn into 500s
+            logger.warning("per-key limit not counted: %s", exc.__class__.__name__)
+            return []
+        reset = int(reset + 1)
+        headers = [("X-RateLimit-Limit", str(shown.amount)), ("X-RateLimit-Remaining", str(remaining)),
+                   ("X-RateLimit-Reset", str(reset)), ("Retry-After", str(int(reset - time.time())))]
+        if exceeded is not None:
+            logger.info("rate limit %s exceeded by %s at %s", exceeded, who, endpoint)
+            raise TooManyRequests(f"Too many requests ({exceeded}); retry after the "
+                                  f"Retry-After seconds.", headers=dict(headers))
+        return headers
+
+
+class AddressLimit:
+    """The limit for requests without a valid key, per client address, counted by the
+    same ``LimitCounter`` under its own names: it never takes from a key's budget, and a
+    key's requests never take from it."""
+
+    def __init__(self, spec: str, counter: LimitCounter):
+        from limits import parse_many
+
+        self.items = parse_many(spec) if spec.strip() else []
+        self._counter = counter
 
     def hit(self, address: str) -> None:
         """Count one unauthenticated request from ``address``; TooManyRequests (429
         with Retry-After) once the address is over the limit."""
         for item in self.items:
             try:
-                allowed = self.limiter.hit(item, "unauthenticated", address)
+                limiter = self._counter.strategy
+                allowed = limiter.hit(item, "unauthenticated", address)
                 if allowed:
                     continue
-                reset, _ = self.limiter.get_window_stats(item, "unauthenticated", address)
+                reset, _ = limiter.get_window_stats(item, "unauthenticated", address)
             except Exception as exc:  # noqa: BLE001 - a storage outage must not turn 401 into 500
                 logger.warning("unauthenticated-request limit not counted: %s", exc.__class__.__name__)
                 return

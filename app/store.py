@@ -1,9 +1,8 @@
 """``TaskStore`` and ``MongoKeyStore``: the only module that touches pymongo.
 
 ``mongo_client`` makes the process's one ``MongoClient`` (``services.build`` calls it
-once and hands it to the task store and the key store). flask-limiter's MongoDB
-storage cannot be given a client: it makes its own from the URI, lazily, on the first
-counted request (see ``access.build_limiter``).
+once and hands it to the task store, the key store and, through ``limit_storage``,
+the rate limits).
 
 One document per task, keyed by ``task.uuid`` (unique index, so two racing submits of
 the same uuid cannot both get in) and indexed by ``slurm_job_id``. A task's
@@ -82,6 +81,22 @@ def mongo_client(config) -> pymongo.MongoClient:
                                serverSelectionTimeoutMS=timeout,
                                connectTimeoutMS=timeout,
                                socketTimeoutMS=max(10_000, timeout))
+
+
+def limit_storage(client: pymongo.MongoClient):
+    """``limits``' MongoDB storage (its database ``limits``, as from a URI) counting
+    through ``client``: the storage makes a client of its own from a URI, and closes
+    its client when it goes."""
+    from limits.storage import MongoDBStorage
+
+    class SharedClientStorage(MongoDBStorage):
+        def _init_mongo_client(self, uri, **options):
+            return client
+
+        def __del__(self):
+            pass                       # the client is the process's, not the storage's
+
+    return SharedClientStorage("mongodb://shared")
 
 
 class _MongomockCollection:

@@ -8,8 +8,9 @@ Both sides submit the same job (``true``, 10 MB, 1 minute) for the same user in 
 run, alternating, so the machine's state is shared. The proxy is a real gunicorn
 (docker/gunicorn.conf.py) with the embedded store; it does everything it does in
 production per submit: check the API key, validate, merge the registry entry, build
-the script, insert the record, mint the user's token, submit, record the job id (rate
-limits off, so that they do not throttle the measurement). Prints p50/p95 latency
+the script, insert the record, mint the user's token, submit, record the job id (no
+per-key limit, so that it does not throttle the measurement; ``--rate-limit`` counts one
+too high to reach, for what counting costs). Prints p50/p95 latency
 of one client, throughput of several, the ratios, and the CPU each side used per
 submit. Cancels its jobs afterwards.
 
@@ -65,11 +66,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_proxy(port: int, keys_file: str, with_poller: bool = False) -> subprocess.Popen:
+def start_proxy(port: int, keys_file: str, with_poller: bool = False,
+                rate_limit: str = "") -> subprocess.Popen:
     env = {**os.environ, "SLURM_BASE_URL": SLURM, "SLURM_JWT_HS256_KEY_FILE": KEY_FILE,
            "SLURM_API_VERSION": "0.0.38", "SLURM_PROXY_PORT": str(port),
            "SLURM_PROXY_LOG_LEVEL": "WARNING", "MONGODB_URI": "",
-           "SLURM_PROXY_API_KEYS_FILE": keys_file, "SLURM_PROXY_RATE_LIMIT": ""}
+           "SLURM_PROXY_API_KEYS_FILE": keys_file, "SLURM_PROXY_RATE_LIMIT": rate_limit}
     if not with_poller:
         env["SLURM_POLL_INTERVAL"] = env["SLURM_POLL_INTERVAL_WITH_EVENTS"] = "3600"
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)     # an empty value would mean "this directory"
@@ -184,6 +186,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200, help="sequential requests per side")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--per-client", type=int, default=100)
+    ap.add_argument("--rate-limit", default="", metavar="SPEC",
+                    help="a per-key limit to count (never reached), e.g. 100000/second;"
+                         "10000000/minute: what counting costs; default none")
     ap.add_argument("--with-poller", action="store_true",
                     help="let the embedded poller cycle as usual (its CPU counts as the proxy's)")
     args = ap.parse_args()
@@ -195,7 +200,7 @@ def main() -> None:
     keys_file = os.path.join(tempfile.mkdtemp(prefix="bench-keys-"), "keys.json")
     key, record = new_key("bench", [USER], ["submit", "read"])
     FileKeyStore(keys_file).add(record)
-    proxy_proc = start_proxy(port, keys_file, args.with_poller)
+    proxy_proc = start_proxy(port, keys_file, args.with_poller, args.rate_limit)
     direct, proxy = Direct(), Proxy(port, key)
     try:
         # warm up both (connections, version detection, first token)
@@ -237,7 +242,8 @@ def main() -> None:
     print(f"added latency p50: {p50 - d50:.2f} ms (target <= 5 ms)")
     print(f"proxy CPU per submit: {pc[1]:.2f} ms (target <= 1.5 ms); Slurm daemons' "
           f"{dc[2]:.2f} ms direct ({'embedded poller on' if args.with_poller else 'poller not counted'}, "
-          f"access log {os.environ.get('GUNICORN_ACCESS_LOG', 'on')})")
+          f"access log {os.environ.get('GUNICORN_ACCESS_LOG', 'on')}, "
+          f"per-key limit {args.rate_limit or 'off'})")
     print(f"throughput ratio proxy/direct: {pt / dt:.2f} (target >= 0.80)")
 
 

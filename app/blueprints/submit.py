@@ -5,9 +5,9 @@ every request that is not a plain success. ``SubmitPath`` sits in front of Flask
 layer) and takes the common case itself: a JSON body within the size limit, a valid
 key with the submit role, a body the schema accepts. It calls the same ``submit_task``,
 renders errors with the same ``describe_error``, dumps the same response schema and
-counts the same metrics; at the first thing it does not take (no key, a refused key, a
-bad body, per-key rate limits on, a query string...) it hands the request, body
-included, to Flask unchanged, which answers as it always did. A submit through Flask
+counts with the same per-key limit; at the first thing it does not take (no key, a
+refused key, a bad body, a query string...) it hands the request, body included, to
+Flask unchanged, which answers as it always did. A submit through Flask
 cost about twice the worker CPU of ``submit_task`` itself (request context, hooks,
 webargs, flask-smorest's decorators, the response object: ``bench/submit.py``).
 """
@@ -61,14 +61,14 @@ def submit(body):
 
 class SubmitPath:
     """``POST /submit`` as a WSGI layer in front of the Flask app ``app`` (see the
-    module's docstring); install it only when the per-key rate limit is off, since
-    flask-limiter counts in Flask's hooks."""
+    module's docstring); ``key_limit`` is the app's ``access.KeyLimit``, or None."""
 
     PATHS = ("/submit", "/submit/")
 
-    def __init__(self, app, services):
+    def __init__(self, app, services, key_limit=None):
         self.flask = app.wsgi_app
         self.services = services
+        self.key_limit = key_limit
         self.keys = services.keys
         self.auth = services.config["SLURM_PROXY_AUTH"]
         self.role = ENDPOINT_ROLES[ENDPOINT]
@@ -88,7 +88,10 @@ class SubmitPath:
             task = SUBMIT_SCHEMA.load(body)["task"]
         except ValidationError:
             return self.flask(environ, start_response)    # Flask names the bad fields
+        limit_headers = ()
         try:
+            if self.key_limit is not None:       # as Flask would, before the view
+                limit_headers = self.key_limit.hit(f"key:{key.id}", ENDPOINT)
             status, answer, headers = 200, RESPONSE_SCHEMA.dump(
                 submit_task(self.services, task, key)), {}
         except (SlurmProxyError, ValidationError) as exc:
@@ -98,7 +101,7 @@ class SubmitPath:
             logger.exception("unhandled error")
             status, answer, headers = 500, UNEXPECTED, {}
         count_submit(status, started)
-        return self._respond(start_response, status, answer, headers)
+        return self._respond(start_response, status, answer, headers, limit_headers)
 
     def _key(self, header: str | None):
         """The caller's key when it may submit; None for Flask to answer (401, 403)."""
@@ -129,9 +132,10 @@ class SubmitPath:
         except ValueError:                                 # incl. UnicodeDecodeError
             return None
 
-    def _respond(self, start_response, status: int, answer, headers):
+    def _respond(self, start_response, status: int, answer, headers, limit_headers):
+        """Headers in Flask's order: the response's own, then the after-request hooks'."""
         payload = (self.dumps(answer, separators=(",", ":")) + "\n").encode()
         start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", [
             ("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
-            *headers.items(), ("X-Content-Type-Options", "nosniff")])
+            *headers.items(), ("X-Content-Type-Options", "nosniff"), *limit_headers])
         return [payload]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 
 import pytest
 
@@ -327,7 +328,7 @@ def test_requests_without_a_valid_key_are_limited_per_address_not_per_key(store,
 
 def test_without_a_per_key_limit_keys_are_never_limited_but_addresses_still_are(
         store, fake_slurm, keys):
-    """SLURM_PROXY_RATE_LIMIT empty: flask-limiter is not registered at all, yet the
+    """SLURM_PROXY_RATE_LIMIT empty: nothing is counted for keys at all, yet the
     per-address limit for requests without a valid key still counts."""
     app = create_app({"SLURM_PROXY_RATE_LIMIT": "", "SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT": "2/minute"},
                      store=store, slurm=fake_slurm, keys=keys[0], environ={})
@@ -367,3 +368,30 @@ def test_bad_rate_limit_settings_stop_the_service(store, fake_slurm):
     with pytest.raises(ConfigError, match="SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT"):
         create_app({"SLURM_PROXY_UNAUTHENTICATED_RATE_LIMIT": "lots"}, store=store,
                    slurm=fake_slurm, environ={})
+
+
+def test_of_several_limits_the_shortest_window_is_counted_first_and_shown(store, fake_slurm, keys):
+    client = confined_app(store, fake_slurm, keys, SLURM_PROXY_RATE_LIMIT="5/hour;3/minute")
+    answers = [client.get("/monitor/task_uuid/x") for _ in range(4)]
+    assert [a.status_code for a in answers] == [404, 404, 404, 429]
+    assert [(a.headers["X-RateLimit-Limit"], a.headers["X-RateLimit-Remaining"])
+            for a in answers] == [("3", "2"), ("3", "1"), ("3", "0"), ("3", "0")]
+    assert 0 < int(answers[0].headers["Retry-After"]) <= 61
+    assert int(answers[0].headers["X-RateLimit-Reset"]) > time.time()
+    assert "3 per 1 minute" in answers[3].get_json()["message"]
+    # another route has its own budget
+    assert client.get("/monitor?limit=1").headers["X-RateLimit-Remaining"] == "2"
+
+
+def test_a_limit_storage_outage_lets_requests_through_and_says_so(store, fake_slurm, keys, caplog):
+    client = confined_app(store, fake_slurm, keys, SLURM_PROXY_RATE_LIMIT="1/minute")
+
+    class Down:
+        def hit(self, *args):
+            raise ConnectionError("storage down")
+
+    client.application.wsgi_app.key_limit._counter._strategy = Down()
+    answers = [client.get("/monitor/task_uuid/x") for _ in range(3)]
+    assert [a.status_code for a in answers] == [404] * 3
+    assert not any(h.startswith("X-RateLimit") for a in answers for h in a.headers.keys())
+    assert "per-key limit not counted: ConnectionError" in caplog.text

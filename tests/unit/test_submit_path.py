@@ -155,16 +155,38 @@ def test_the_layer_takes_plain_submits_and_flask_the_rest(keys):
         flask.request_started.disconnect(started, app)
 
 
-def test_with_per_key_limits_submits_go_through_flask(keys):
-    """flask-limiter counts in Flask's hooks: with a per-key limit the layer is not
-    installed, and a key's submits are limited like any other request."""
-    app, store, slurm = app_for(keys, SLURM_PROXY_RATE_LIMIT="2/minute")
-    assert not isinstance(app.wsgi_app, SubmitPath)
-    client = app.test_client()
-    auth = {"Authorization": f"Bearer {keys[1]['someone']}"}
-    codes = [client.post("/submit", json={"task": hello_task()}, headers=auth).status_code
-             for _ in range(3)]
-    assert codes == [200, 200, 429]
+def test_with_a_per_key_limit_the_layer_counts_and_answers_as_flask_does(keys):
+    """The same budget, the same headers, the same 429, whichever path answers: three
+    submits under "2/minute", then a bad body over the limit (Flask's limit answers
+    before the body is read), then a valid one."""
+    sequences = []
+    for through_flask in (False, True):
+        app, store, slurm = app_for(keys, SLURM_PROXY_RATE_LIMIT="2/minute")
+        wsgi = app.wsgi_app.flask if through_flask else app
+        sequence = []
+        for body in (task(), hello_task(), hello_task(), {"cwd": 1}, hello_task()):
+            status, headers, payload = exchange(wsgi, keys, "someone", SENT["json"](body))
+            sequence.append((status, timeless(headers), re.sub(rb'[0-9a-f]{8}-[0-9a-f-]{27}', b"U", payload)))
+        sequences.append(sequence)
+        assert len(slurm.submitted) == 2
+    assert sequences[0] == sequences[1]
+    statuses = [s[0] for s in sequences[0]]
+    assert statuses == [200, 200, 429, 429, 429]
+    ok, limited = dict(sequences[0][1][1]), dict(sequences[0][2][1])
+    assert (ok["X-RateLimit-Limit"], ok["X-RateLimit-Remaining"]) == ("2", "0")
+    assert (limited["X-RateLimit-Limit"], limited["X-RateLimit-Remaining"]) == ("2", "0")
+    assert json.loads(sequences[0][2][2])["code"] == "rate_limited"
+
+
+def timeless(headers):
+    """Reset and Retry-After are times: the same within a second or two, not equal."""
+    out = []
+    for name, value in headers:
+        if name in ("X-RateLimit-Reset", "Retry-After"):
+            assert int(value) > 0, (name, value)
+            value = "N"
+        out.append((name, value))
+    return out
 
 
 def test_submits_through_the_layer_are_counted_in_metrics(keys):

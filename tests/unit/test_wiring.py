@@ -42,8 +42,7 @@ def clients_made(monkeypatch):
 
 
 def settings(uri):
-    # limits' MongoDB storage needs a real MongoDB (mongomock miscounts its windows);
-    # it makes its own client anyway (flask-limiter takes a URI, never a client).
+    # Limits in memory: counting them in MongoDB has a test of its own (the last).
     return {"MONGODB_URI": uri, "SLURM_PROXY_RATE_LIMIT_STORAGE": "memory://"}
 
 
@@ -91,3 +90,24 @@ def test_given_parts_are_used_as_they_are_and_open_nothing(clients_made, store, 
 
 def _record(task):
     return new_record(resolve_task(task), state="PENDING", source="submit", job_id=1001)
+
+
+def test_rate_limits_in_mongodb_count_through_the_process_client(wire, clients_made, fake_slurm):
+    """Limits counted in the service's own MongoDB (no SLURM_PROXY_RATE_LIMIT_STORAGE)
+    use the process's one client: the counts land in its ``limits`` database, and
+    requests open no client of their own."""
+    config = {"MONGODB_URI": wire.uri, "SLURM_PROXY_RATE_LIMIT": "100/minute"}
+    app = create_app(config, slurm=fake_slurm, environ={})
+    parts = app.extensions["slurm_proxy"]
+    from app.auth import new_key
+    key, record = new_key("ci", ["someone"], ["submit", "read"])
+    parts.keys.add(record)
+    web = authorized(app, key)
+    answer = web.post("/submit", json={"task": hello_task()})
+    assert answer.status_code == 200 and answer.headers["X-RateLimit-Remaining"] == "99"
+    assert web.get("/monitor/task_uuid/x").headers["X-RateLimit-Remaining"] == "99"  # per route
+    assert len(clients_made) == 1 and parts.mongo is clients_made[0]
+    windows = wire.client["limits"]["windows"]
+    assert {d["_id"] for d in windows.find()} == {
+        f"LIMITER/key:{record['id']}/submit.submit/100/1/minute",
+        f"LIMITER/key:{record['id']}/monitor.by_uuid/100/1/minute"}

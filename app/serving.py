@@ -14,7 +14,6 @@ import functools
 import os
 import re
 import traceback
-from types import SimpleNamespace
 
 from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.ggevent import GeventWorker
@@ -41,27 +40,6 @@ class Logger(GunicornLogger):
                 for name in names))
         except Exception:  # noqa: BLE001 - as gunicorn: a line that fails is reported
             self.error(traceback.format_exc())
-
-    def atoms(self, resp, req, environ, request_time):
-        """gunicorn's own atoms, computed from only what the format can use: gunicorn
-        also turns every request header, response header and environ entry into an
-        atom (and escapes each) for every line, which a format without ``{...}i/o/e``
-        atoms never reads. Same values, same line."""
-        if _needs_every_atom(self.cfg.access_log_format):
-            return super().atoms(resp, req, environ, request_time)
-        slim = {k: environ[k] for k in _ENVIRON_FOR_ATOMS if k in environ}
-        status = SimpleNamespace(status=resp.status, sent=getattr(resp, "sent", None), headers=())
-        return super().atoms(status, (), slim, request_time)
-
-
-# The environ entries gunicorn's fixed atoms (h, u, r, m, U, q, H, f, a) are made from.
-_ENVIRON_FOR_ATOMS = ("REMOTE_ADDR", "REQUEST_METHOD", "RAW_URI", "SERVER_PROTOCOL", "PATH_INFO",
-                      "QUERY_STRING", "HTTP_REFERER", "HTTP_USER_AGENT", "HTTP_AUTHORIZATION")
-
-
-@functools.lru_cache(maxsize=8)
-def _needs_every_atom(log_format: str) -> bool:
-    return "{" in log_format
 
 
 def _status(resp):
@@ -101,10 +79,12 @@ _NAMED = re.compile(r"%\(([^)]*)\)")
 
 @functools.lru_cache(maxsize=8)
 def _atoms_named(log_format: str) -> tuple[str, ...] | None:
-    """The atoms a format names, when all are fixed ones; None when it names a
-    header or environ atom (``{...}i/o/e``) or anything else (gunicorn's path)."""
-    names = tuple(dict.fromkeys(_NAMED.findall(log_format)))
-    return names if all(name in _ATOMS for name in names) else None
+    """The fixed atoms a format names (any other name is "-", as in gunicorn's
+    ``SafeAtoms``); None when it names a header or environ atom (``{...}i/o/e``):
+    then gunicorn builds every atom itself."""
+    if "{" in log_format:
+        return None
+    return tuple(name for name in dict.fromkeys(_NAMED.findall(log_format)) if name in _ATOMS)
 
 
 def _escaped(value):

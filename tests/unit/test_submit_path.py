@@ -225,3 +225,13 @@ def test_behind_a_trusted_proxy_the_layer_sees_the_forwarded_address(keys):
                             headers={"Authorization": f"Bearer {keys[1]['someone']}",
                                      "X-Forwarded-For": "198.51.100.9"})
     assert resp.status_code == 200 and seen["addr"] == "198.51.100.9"
+
+
+def test_with_authentication_off_the_layer_answers_as_flask_does(keys):
+    answers = []
+    for through_flask in (False, True):
+        app, store, slurm = app_for(keys, SLURM_PROXY_AUTH=False)
+        wsgi = app.wsgi_app.flask if through_flask else app
+        answers.append((exchange(wsgi, keys, None, SENT["json"](task())), strip_times(store.get(UUID))))
+        assert len(slurm.submitted) == 1
+    assert answers[0] == answers[1] and answers[0][0][0] == 200

@@ -328,16 +328,18 @@ _decode_head = msgspec.json.Decoder(_JobHead).decode
 _decode_any = msgspec.json.Decoder().decode
 
 
-def decode_job_list(data: bytes) -> dict[str, Any]:
+def decode_job_list(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     """``GET /jobs`` (or ``/job/{id}``)'s answer, each job read in one pass as
     ``JobFields`` (the fields we use, the rest skipped): ``json.loads`` of a whole
     job list was most of a poll's CPU. If some job's types differ from
     ``JobFields``', each job is left as undecoded JSON instead, for ``parse_jobs`` to
-    read its id and state, and in full (as a dict) only those it keeps."""
+    read its id and state, and in full (as a dict) only those it keeps. Nothing
+    returned points into ``data`` (its buffer carries the next answer): ``msgspec.Raw``
+    would, so that way reads a copy."""
     try:
         body = _decode_list(data)
     except msgspec.ValidationError:
-        body = _decode_raw_list(data)
+        body = _decode_raw_list(bytes(data))
     return {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
 
 

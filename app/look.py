@@ -148,13 +148,19 @@ class Looker:
     def _keeper(self, watched, listed: set[int]):
         """For ``parse_jobs``: note which of our jobs slurmctld lists, and keep (read in
         full) only those with news for one of their tasks."""
+        by_job, tasks, listing, is_news = (watched.by_job, watched.tasks, watched.listing,
+                                           self._is_news)
+
         def keep(job_id: int, base: str, flags: tuple[str, ...]) -> bool:
-            uuids = watched.by_job.get(job_id)
+            uuids = by_job.get(job_id)
             if not uuids:
                 return False
             listed.add(job_id)
-            return any([self._is_news(watched, u, watched.tasks[u], base, flags)
-                        for u in uuids if u not in watched.listing])
+            news = False
+            for uuid in uuids:             # each of them: _is_news notes the unsettled
+                if uuid not in listing and is_news(watched, uuid, tasks[uuid], base, flags):
+                    news = True
+            return news
         return keep
 
     def _look_in_list(self, watched, jobs, listed: set[int]):

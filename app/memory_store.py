@@ -92,8 +92,12 @@ class MemoryTaskStore:
     def _reindex(self, doc: dict[str, Any]) -> None:
         uuid = doc["task"]["uuid"]
         job_id = doc.get("slurm_job_id")
-        if job_id is not None and uuid not in self._by_job.setdefault(job_id, []):
-            self._by_job[job_id].append(uuid)
+        if job_id is not None:
+            holders = self._by_job.get(job_id)
+            if holders is None:
+                self._by_job[job_id] = [uuid]
+            elif uuid not in holders:
+                holders.append(uuid)
         (self._active.add if is_active(doc["slurm_job_state"]) else self._active.discard)(uuid)
         old, new = self._job_of.pop(uuid, None), _active_job(doc)
         if old is not None and self._active_jobs.get(old) == uuid:
@@ -101,7 +105,8 @@ class MemoryTaskStore:
         if new is not None:
             self._active_jobs[new] = uuid
             self._job_of[uuid] = new
-        due = any(d["status"] in DUE_STATUSES for d in doc.get("deliveries", ()))
+        deliveries = doc.get("deliveries")
+        due = deliveries and any(d["status"] in DUE_STATUSES for d in deliveries)
         (self._with_outbox.add if due else self._with_outbox.discard)(uuid)
 
     # -- tasks ---------------------------------------------------------------------

@@ -102,13 +102,13 @@ def _planned(record: Mapping[str, Any], state: str, fields: dict[str, Any] | Non
 
 
 def _applied(record: Mapping[str, Any], change: dict[str, Any]) -> None:
-    """After ``change`` was saved: the record in memory, the counter, the log line."""
+    """After ``change`` was saved: the record in memory and the log line (the counter
+    is the caller's: a batch adds its changes to it once per state)."""
     old, state, fields, note = (change["expected"], change["state"], change["fields"],
                                 change["note"])
     if isinstance(record, dict):
         record.update(fields)
         record["slurm_job_state"] = state
-    _state_changes(state).inc()
     deliveries = change["deliveries"]
     logger.info("state task_uuid=%s slurm_job_id=%s %s -> %s%s%s", change["uuid"],
                 fields.get("slurm_job_id", record.get("slurm_job_id")), old, state,
@@ -136,6 +136,7 @@ def change_state(store, record: Mapping[str, Any], state: str, *,
         changed = store.update_state(**change)
     if changed:
         _applied(record, change)
+        _state_changes(state).inc()
     return changed
 
 
@@ -231,10 +232,12 @@ def record_job_states(store, pairs, now: datetime | None = None) -> dict[str, An
         return {**out, **{change["uuid"]: False for _, _, change in todo}}
     except Exception:  # noqa: BLE001 - one task's failure: find it, one task at a time
         results = [None] * len(todo)
+    applied: dict[str, int] = {}
     for (record, job, change), result in zip(todo, results):
         uuid = change["uuid"]
         if result is True:
             _applied(record, change)
+            applied[change["state"]] = applied.get(change["state"], 0) + 1
         elif isinstance(result, StoreUnavailable):
             logger.warning("could not save state task_uuid=%s slurm_job_id=%s: %s",
                            uuid, job.job_id, result.message)
@@ -245,4 +248,6 @@ def record_job_states(store, pairs, now: datetime | None = None) -> dict[str, An
             except Exception as exc:  # noqa: BLE001 - reported as this task's error
                 result = exc
         out[uuid] = result
+    for state, n in applied.items():        # prometheus_client locks on each inc
+        _state_changes(state).inc(n)
     return out

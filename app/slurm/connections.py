@@ -33,6 +33,7 @@ MAX_IDLE = 32            # connections kept open between requests (urllib3's max
 MAX_LINE = 65536         # a status or header line longer than this is not slurmrestd
 MAX_HEADERS = 100
 RECV = 65536
+BIG_BODY = 1 << 20       # a body this long or longer is read into the pool's body buffer
 
 
 class Headers(dict):
@@ -44,16 +45,53 @@ class Headers(dict):
 
 
 class Answer:
-    """slurmrestd's answer: status, headers and the whole body."""
+    """slurmrestd's answer: status, headers and the whole body. A big body is a view
+    of its pool's body buffer (``Bodies``): call ``release`` once done with ``data``."""
 
-    __slots__ = ("status", "headers", "data")
+    __slots__ = ("status", "headers", "data", "_bodies", "_buffer")
 
-    def __init__(self, status: int, headers: Headers, data: bytes | bytearray):
+    def __init__(self, status: int, headers: Headers, data: bytes | bytearray | memoryview,
+                 bodies: "Bodies | None" = None, buffer: bytearray | None = None):
         self.status, self.headers, self.data = status, headers, data
+        self._bodies, self._buffer = bodies, buffer
 
     def get_redirect_location(self):
         """For urllib3's ``Retry``: redirects are never followed."""
         return False
+
+    def release(self) -> None:
+        """``data`` will not be read again: its buffer may carry the next big body."""
+        if self._buffer is not None:
+            self.data.release()
+            self._bodies.give_back(self._buffer)
+            self._buffer = None
+
+
+class Bodies:
+    """One buffer kept for big bodies (a job list: megabytes) between requests.
+
+    Memory the process has not touched yet costs a page fault per 4 kB when first
+    written: receiving a 59 MB job list into a new ``bytearray`` took longer than all
+    the rest of reading it (bench/poll.py, 10,000 jobs). The buffer is kept with a
+    margin, so a list that grows a little still fits; taking and giving it back are
+    ``list.pop``/``append`` (atomic), so two requests at once never share it (the
+    second gets a buffer of its own)."""
+
+    def __init__(self):
+        self._spare: list[bytearray] = []
+
+    def take(self, n: int) -> bytearray:
+        try:
+            buffer = self._spare.pop()
+        except IndexError:
+            buffer = None
+        if buffer is None or len(buffer) < n:
+            buffer = bytearray(n + n // 8)
+        return buffer
+
+    def give_back(self, buffer: bytearray) -> None:
+        if not self._spare:
+            self._spare.append(buffer)
 
 
 class Malformed(Exception):
@@ -89,16 +127,20 @@ class Reader:
     def exactly(self, n: int) -> bytearray:
         """The next ``n`` bytes (received straight into the result when many)."""
         out = bytearray(n)
+        self.into(memoryview(out))
+        return out
+
+    def into(self, view: memoryview) -> None:
+        """Fill ``view`` with the next bytes."""
+        n = len(view)
         have = min(n, len(self.buf) - self.pos)
-        out[:have] = self.buf[self.pos:self.pos + have]
+        view[:have] = self.buf[self.pos:self.pos + have]
         self.pos += have
-        view = memoryview(out)
         while have < n:
             got = self.sock.recv_into(view[have:])
             if not got:
                 raise Malformed(f"IncompleteRead({have} bytes read, {n - have} more expected)")
             have += got
-        return out
 
     def rest(self) -> bytearray:
         """Everything until the peer closes the connection."""
@@ -113,9 +155,11 @@ class Reader:
         return len(self.buf) > self.pos
 
 
-def read_answer(sock, method: str) -> tuple[Answer, bool]:
-    """One answer from ``sock``: (the answer, whether the connection may be reused)."""
+def read_answer(sock, method: str, bodies: Bodies | None = None) -> tuple[Answer, bool]:
+    """One answer from ``sock``: (the answer, whether the connection may be reused). A
+    body of ``BIG_BODY`` or more is read into a buffer of ``bodies``, when given."""
     reader = Reader(sock)
+    buffer = None
     try:
         while True:
             status_line = reader.line()
@@ -145,7 +189,12 @@ def read_answer(sock, method: str) -> tuple[Answer, bool]:
                 raise Malformed(f"invalid Content-Length {length[:40]!r}") from None
             if size < 0:
                 raise Malformed(f"invalid Content-Length {length[:40]!r}")
-            data = reader.exactly(size)
+            if bodies is not None and size >= BIG_BODY:
+                buffer = bodies.take(size)
+                data = memoryview(buffer)[:size]
+                reader.into(data)
+            else:
+                data = reader.exactly(size)
         else:
             data = reader.rest()
             reusable = False
@@ -153,7 +202,7 @@ def read_answer(sock, method: str) -> tuple[Answer, bool]:
         raise Malformed("IncompleteRead: the connection closed inside the body") from None
     if reader.pending:                      # bytes nobody asked for: never reuse this one
         reusable = False
-    return Answer(status, headers, data), reusable
+    return Answer(status, headers, data, bodies, buffer), reusable
 
 
 def _read_headers(reader: Reader) -> Headers:
@@ -204,6 +253,7 @@ class Pool:
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self._tls = _tls_context() if scheme == "https" else None
         self._idle: list = []
+        self.bodies = Bodies()
         self._pid = os.getpid()
 
     def __repr__(self):
@@ -219,7 +269,7 @@ class Pool:
                 sock.sendall(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass        # as http.client: slurmrestd may have answered; reading tells
-            answer, reusable = read_answer(sock, method)
+            answer, reusable = read_answer(sock, method, self.bodies)
         except TimeoutError as exc:
             sock.close()
             raise ReadTimeoutError(self, target, f"Read timed out. (read timeout="

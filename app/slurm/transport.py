@@ -167,6 +167,15 @@ class Transport:
             seconds_metric.observe(time.monotonic() - started)
         elapsed_ms = (time.monotonic() - started) * 1000
         logger.debug("slurmrestd %s %s -> %s in %.1f ms", method, path, resp.status, elapsed_ms)
+        try:
+            return self._read(resp, decode)
+        finally:
+            resp.release()
+
+    @staticmethod
+    def _read(resp, decode: Callable[[bytes], Any] | None) -> Response:
+        """The answer's body, read before its buffer is released: ``decode`` must
+        keep nothing that points into it (``decode_job_list`` copies what it keeps)."""
         data = resp.data
         if "json" in (resp.headers.get("content-type") or ""):
             if decode is not None:
@@ -175,10 +184,10 @@ class Transport:
                 except Exception:  # noqa: BLE001 - json.loads decides what it was
                     pass
             try:
-                return Response(resp.status, json_module.loads(data))
+                return Response(resp.status, json_module.loads(bytes(data)))
             except ValueError:
                 pass
-        return Response(resp.status, data.decode("utf-8", errors="replace"))
+        return Response(resp.status, str(data, "utf-8", errors="replace"))
 
     def _build(self, method: str, target: str, headers: dict[str, str], json: Any) -> bytes:
         """The whole request as one bytes object: the head http.client wrote (Host,

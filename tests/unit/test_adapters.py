@@ -707,6 +707,24 @@ def test_every_recorded_job_reads_the_same_from_its_typed_fields(rec, data):
     assert rec.adapter.parse_jobs(typed) == rec.adapter.parse_jobs(json.loads(data))
 
 
+@pytest.mark.parametrize("rec,data", list(_recorded_job_answers()))
+def test_every_recorded_job_reads_as_the_dataclass_builds_it(rec, data):
+    """``parse_job`` makes its ``JobInfo`` without the dataclass's ``__init__``: each
+    has exactly the dataclass's fields, and equals, hashes, copies and converts like
+    the job ``JobInfo(...)`` makes of the same values."""
+    import dataclasses
+    from app.slurm.versions import JobInfo
+    from app.slurm.versions.base import decode_job_list
+    for job in rec.adapter.parse_jobs(decode_job_list(data)):
+        assert set(vars(job)) == set(JobInfo.__dataclass_fields__)
+        built = JobInfo(**vars(job))
+        assert job == built and hash(job) == hash(built)
+        assert job.to_dict() == built.to_dict()
+        assert dataclasses.replace(job, state="X") == dataclasses.replace(built, state="X")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            job.state = "X"
+
+
 @pytest.mark.parametrize("change", [
     ("job_id", lambda v: str(v if isinstance(v, int) else v["number"])),   # a digit string
     ("time_limit", lambda v: 5.0),                                          # a float

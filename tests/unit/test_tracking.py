@@ -127,3 +127,22 @@ def test_lost_fires_once(store):
     poller.run_once()
     poller.run_once()
     assert states_sent(email) == ["LOST"]
+
+
+def test_a_batch_of_changes_counts_each_change_once(store):
+    """``record_job_states`` adds its changes to the state-change counter once per
+    state: one count per task recorded, none for a task with nothing new."""
+    from app import metrics
+    from app.tracking import record_job_states
+
+    def counted(state):
+        return metrics.STATE_CHANGES.labels(state)._value.get()
+
+    before = {s: counted(s) for s in ("COMPLETED", "FAILED", "RUNNING")}
+    ids = {21: "COMPLETED", 22: "COMPLETED", 23: "FAILED", 24: "PENDING"}
+    uuids = {job_id: add_task(store, job_id) for job_id in ids}
+    pairs = [(store.get(uuids[job_id]), make_job(job_id, state)) for job_id, state in ids.items()]
+    changed = record_job_states(store, pairs)
+    assert changed == {uuids[21]: True, uuids[22]: True, uuids[23]: True, uuids[24]: False}
+    assert {s: counted(s) - before[s] for s in before} == {"COMPLETED": 2, "FAILED": 1,
+                                                           "RUNNING": 0}

@@ -390,6 +390,46 @@ def test_an_answer_without_length_is_read_to_the_end_of_the_connection():
         peer.close()
 
 
+def test_big_answers_share_one_body_buffer_and_nothing_read_points_into_it():
+    """Job lists (``BIG_BODY`` or more) are received into one buffer kept between
+    answers: each reads whole, and what was read from one (its jobs, read the typed
+    way or, with odd types, from undecoded JSON later; its JSON; its text) stays
+    intact once the next answer has overwritten the buffer."""
+    from app.slurm.connections import BIG_BODY
+    from app.slurm.versions.base import decode_job_list
+    from tests.unit.test_adapters import Recorded
+
+    job = Recorded("slurm-22.05", "0.0.38").body("job_completed")["jobs"][0]
+    many = 1 + BIG_BODY // len(json.dumps(job))
+    typed = {"jobs": [dict(job, job_id=i) for i in range(1, many + 1)]}
+    odd = {"jobs": [dict(job, job_id=str(i)) for i in range(1, many + 1)]}   # read later
+    bodies = {b"/typed": json.dumps(typed).encode(), b"/odd": json.dumps(odd).encode(),
+              b"/plain": json.dumps({"padding": "p" * BIG_BODY}).encode(),
+              b"/text": b"t" * BIG_BODY}
+
+    def script(conn, request):
+        path = request.split(b" ")[1].replace(PREFIX.encode(), b"")
+        body = bodies[path]
+        kind = b"text/plain" if path == b"/text" else b"application/json"
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+                     % (kind, len(body), body))
+
+    peer = Peer(script)
+    try:
+        client = peer_client(peer)
+        transport, adapter = client.transport, client.adapter
+        got = {path: transport.request("GET", PREFIX + path, decode=decode).body
+               for path, decode in (("/odd", decode_job_list), ("/typed", decode_job_list),
+                                    ("/plain", None), ("/text", None))}
+        assert adapter.parse_jobs(got["/odd"]) == adapter.parse_jobs(odd)
+        assert adapter.parse_jobs(got["/typed"]) == adapter.parse_jobs(typed)
+        assert got["/plain"] == json.loads(bodies[b"/plain"])
+        assert got["/text"] == bodies[b"/text"].decode()
+        assert len(transport.pool.bodies._spare) == 1 and peer.connections == 1
+    finally:
+        peer.close()
+
+
 def test_slurmrestd_over_https_is_verified_against_the_trusted_authorities(tmp_path, monkeypatch):
     """https:// works with a CA the system trusts (here SSL_CERT_FILE, as OpenSSL reads
     it), and a server whose certificate no trusted CA signed is refused, unsent."""

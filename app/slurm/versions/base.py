@@ -140,12 +140,13 @@ class JobsSince:
 def number(value) -> int | None:
     """An int, or the number in a ``{set, infinite, number}`` struct when set (a dict,
     or ``Num`` when decoded straight from JSON)."""
-    if type(value) is int:
+    kind = type(value)
+    if kind is int:
         return value
-    if value is None or isinstance(value, bool):
-        return None
-    if type(value) is Num:
+    if kind is Num:
         return None if value.infinite or not value.set else value.number
+    if value is None or kind is bool:
+        return None
     if isinstance(value, (int, float)):
         return int(value)
     if isinstance(value, dict):
@@ -250,7 +251,8 @@ class JobFields(msgspec.Struct, gc=False):
     """The fields of a job that ``Adapter.parse_job`` reads (every version's), decoded
     straight from slurmrestd's JSON, the hundreds of others skipped unread: a whole job
     is 6-10 kB of JSON, and decoding all of it into dicts was most of the cost of
-    reading one. ``get`` reads it as ``parse_job`` reads a job's dict. An answer whose
+    reading one. ``parse_job`` reads a job only through these attributes (a job
+    decoded as a dict is made one first: ``_job_fields``). An answer whose
     types differ from these (a string where a number was expected...) is read the
     generic way instead (``decode_job_list``), so reading stays as tolerant.
     tests/unit/test_adapters.py checks that every key ``parse_job`` reads is here and
@@ -276,8 +278,24 @@ class JobFields(msgspec.Struct, gc=False):
     stdout_expanded: str | None = None          # v0.0.43+
     stderr_expanded: str | None = None
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
+
+def _job_fields(job: dict[str, Any]) -> JobFields:
+    """A job decoded the generic way (a dict, its values of any type) as ``JobFields``,
+    so that ``parse_job`` has one way of reading: the values are kept as they are (a
+    struct's constructor checks no types) and ``number`` & co. read them as tolerantly."""
+    return JobFields(*[job.get(key) for key in JobFields.__struct_fields__])
+
+
+_new_object, _set_attribute = object.__new__, object.__setattr__
+
+
+def _job_info(values: dict[str, Any]) -> JobInfo:
+    """``JobInfo(**values)``, ``values`` naming every field, without the frozen
+    dataclass's ``__init__``: its ``object.__setattr__`` per field was a third of the
+    cost of reading a job. tests/unit/test_adapters.py checks both make equal jobs."""
+    job = _new_object(JobInfo)
+    _set_attribute(job, "__dict__", values)
+    return job
 
 
 class _JobList(msgspec.Struct):
@@ -310,20 +328,21 @@ _decode_head = msgspec.json.Decoder(_JobHead).decode
 _decode_any = msgspec.json.Decoder().decode
 
 
-def decode_job_list(data: bytes) -> dict[str, Any]:
+def decode_job_list(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     """``GET /jobs`` (or ``/job/{id}``)'s answer, each job read in one pass as
     ``JobFields`` (the fields we use, the rest skipped): ``json.loads`` of a whole
     job list was most of a poll's CPU. If some job's types differ from
     ``JobFields``', each job is left as undecoded JSON instead, for ``parse_jobs`` to
-    read its id and state, and in full (as a dict) only those it keeps."""
+    read its id and state, and in full (as a dict) only those it keeps. Nothing
+    returned points into ``data`` (its buffer carries the next answer): ``msgspec.Raw``
+    would, so that way reads a copy."""
     try:
         body = _decode_list(data)
     except msgspec.ValidationError:
-        body = _decode_raw_list(data)
+        body = _decode_raw_list(bytes(data))
     return {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
 
 
-_asdict = msgspec.structs.asdict
 _STATES: dict[Any, tuple[str, tuple[str, ...]]] = {}
 
 
@@ -478,32 +497,32 @@ class Adapter:
         return job_id
 
     def parse_job(self, job: dict[str, Any] | JobFields) -> JobInfo:
-        if type(job) is JobFields:
-            job = _asdict(job)              # dict.get is cheaper than JobFields.get
-        state, flags = job_state(job.get("job_state"))
-        exit_code, signal = decode_exit(job.get("exit_code"))
-        return JobInfo(
-            job_id=number(job.get("job_id")) or 0,
-            name=job.get("name") or "",
-            state=state,
-            state_flags=flags,
-            state_reason=job.get("state_reason") or None,
-            exit_code=exit_code,
-            signal=signal,
-            user_name=job.get("user_name") or None,
-            partition=job.get("partition") or None,
-            nodes=job.get("nodes") or None,
-            submit_time=timestamp(job.get("submit_time")),
-            start_time=timestamp(job.get("start_time")),
-            end_time=timestamp(job.get("end_time")),
-            time_limit=number(job.get("time_limit")),
-            standard_output=self._stdout(job),
-            standard_error=self._stderr(job),
-            current_working_directory=job.get("current_working_directory") or None,
-            comment=job.get("comment") or None,
-            array_job_id=number(job.get("array_job_id")) or None,
-            array_task_id=number(job.get("array_task_id")),
-        )
+        if type(job) is not JobFields:
+            job = _job_fields(job)
+        state, flags = job_state(job.job_state)
+        exit_code, signal = decode_exit(job.exit_code)
+        return _job_info({
+            "job_id": number(job.job_id) or 0,
+            "name": job.name or "",
+            "state": state,
+            "state_flags": flags,
+            "state_reason": job.state_reason or None,
+            "exit_code": exit_code,
+            "signal": signal,
+            "user_name": job.user_name or None,
+            "partition": job.partition or None,
+            "nodes": job.nodes or None,
+            "submit_time": timestamp(job.submit_time),
+            "start_time": timestamp(job.start_time),
+            "end_time": timestamp(job.end_time),
+            "time_limit": number(job.time_limit),
+            "standard_output": self._stdout(job),
+            "standard_error": self._stderr(job),
+            "current_working_directory": job.current_working_directory or None,
+            "comment": job.comment or None,
+            "array_job_id": number(job.array_job_id) or None,
+            "array_task_id": number(job.array_task_id),
+        })
 
     def parse_db_job(self, job: dict[str, Any]) -> JobInfo:
         """A slurmdbd (accounting) record: ``state.current``, ``time.{submission,start,
@@ -539,21 +558,20 @@ class Adapter:
         """slurmctld's own time of its last job change (v0.0.40+), for ``update_time``."""
         return number(body.get("last_update"))
 
-    def _expand(self, job: dict[str, Any], pattern: str | None) -> str | None:
+    def _expand(self, job: JobFields, pattern: str | None) -> str | None:
         if not pattern or "%" not in pattern:
             return pattern
-        return expand_path(pattern, number(job.get("job_id")) or 0, job.get("user_name"),
-                           job.get("name"), number(job.get("array_job_id")) or None,
-                           number(job.get("array_task_id")))
+        return expand_path(pattern, number(job.job_id) or 0, job.user_name, job.name,
+                           number(job.array_job_id) or None, number(job.array_task_id))
 
-    def _stdout(self, job: dict[str, Any]) -> str | None:
+    def _stdout(self, job: JobFields) -> str | None:
         """Where the job's stdout goes, with ``%j`` and friends replaced."""
-        return self._expand(job, job.get("standard_output")) or None
+        return self._expand(job, job.standard_output) or None
 
-    def _stderr(self, job: dict[str, Any]) -> str | None:
+    def _stderr(self, job: JobFields) -> str | None:
         """Where the job's stderr goes. An empty ``standard_error`` (Slurm 25.11+, any
         API version it serves) means "no separate file": stderr goes with stdout."""
-        return self._expand(job, job.get("standard_error")) or self._stdout(job)
+        return self._expand(job, job.standard_error) or self._stdout(job)
 
     def parse_jobs(self, body: dict[str, Any], keep=None) -> list[JobInfo]:
         """Every job; or, with ``keep(job_id, state, flags) -> bool``, only those it

@@ -12,7 +12,7 @@ class AdapterV0_0_43(AdapterV0_0_42):
     version = "0.0.43"
 
     def _stdout(self, job):
-        return job.get("stdout_expanded") or super()._stdout(job)
+        return job.stdout_expanded or super()._stdout(job)
 
     def _stderr(self, job):
-        return job.get("stderr_expanded") or super()._stderr(job)
+        return job.stderr_expanded or super()._stderr(job)

@@ -22,7 +22,7 @@ from marshmallow import Schema, ValidationError, fields
 from werkzeug.http import HTTP_STATUS_CODES
 
 from ..access import ENDPOINT_ROLES, current_key
-from ..auth import ANONYMOUS, Unauthorized, authenticate
+from ..auth import ANONYMOUS, authenticate
 from ..errors import UNEXPECTED, SlurmProxyError, describe_error
 from ..schemas.task import SubmitSchema
 from ..services import get_services
@@ -86,8 +86,8 @@ class SubmitPath:
             return self.flask(environ, start_response)
         try:
             task = SUBMIT_SCHEMA.load(body)["task"]
-        except ValidationError:
-            return self.flask(environ, start_response)    # Flask names the bad fields
+        except Exception:  # noqa: BLE001 - Flask names the bad fields (or fails as ever)
+            return self.flask(environ, start_response)
         limit_headers = ()
         try:
             if self.key_limit is not None:       # as Flask would, before the view
@@ -104,7 +104,8 @@ class SubmitPath:
         return self._respond(start_response, status, answer, headers, limit_headers)
 
     def _key(self, header: str | None):
-        """The caller's key when it may submit; None for Flask to answer (401, 403)."""
+        """The caller's key when it may submit; None for Flask to answer (401, 403, or
+        503 when the key store cannot be read)."""
         if not self.auth:
             key = ANONYMOUS
         elif not header:
@@ -112,7 +113,7 @@ class SubmitPath:
         else:
             try:
                 key = authenticate(self.keys, header)
-            except Unauthorized:
+            except SlurmProxyError:                        # Unauthorized, StoreUnavailable
                 return None
         return key if key.has_role(self.role) else None
 
@@ -135,7 +136,7 @@ class SubmitPath:
     def _respond(self, start_response, status: int, answer, headers, limit_headers):
         """Headers in Flask's order: the response's own, then the after-request hooks'."""
         payload = (self.dumps(answer, separators=(",", ":")) + "\n").encode()
-        start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", [
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown').upper()}", [
             ("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
             *headers.items(), ("X-Content-Type-Options", "nosniff"), *limit_headers])
         return [payload]

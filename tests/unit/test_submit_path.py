@@ -14,7 +14,7 @@ from werkzeug.test import Client
 
 from app import create_app
 from app.blueprints.submit import SubmitPath
-from app.errors import SlurmRejected, SlurmTimeout
+from app.errors import SlurmRejected, SlurmTimeout, StoreUnavailable
 from app.memory_store import MemoryTaskStore
 
 from tests.conftest import FakeSlurmClient, hello_task
@@ -111,7 +111,13 @@ FAILURES = {
     "duplicate uuid": lambda app, store, slurm: Client(app.wsgi_app.flask).post(
         "/submit", json={"task": task()}, headers={"Authorization": AUTH[0]}),
     "a bug": lambda app, store, slurm: setattr(store, "insert", None),   # TypeError inside
+    "the key store is down": lambda app, store, slurm: setattr(
+        app.extensions["slurm_proxy"].keys, "get", down),
 }
+
+
+def down(*args):
+    raise StoreUnavailable("MongoDB is not reachable (reading API keys).")
 AUTH: list[str] = []
 
 
@@ -126,7 +132,7 @@ def test_errors_inside_the_submit_are_answered_as_flask_does(keys, case, caplog)
         answers.append((*exchange(wsgi, keys, "someone", SENT["json"](task())),
                         strip_times(store.get(UUID)) if case != "a bug" else None))
     assert answers[0] == answers[1]
-    assert answers[0][0] in (409, 500, 502, 504)
+    assert answers[0][0] in (409, 500, 502, 503, 504)
     if case == "a bug":
         assert json.loads(answers[0][2])["code"] == "internal"
         assert sum("unhandled error" in r.getMessage() for r in caplog.records) == 2

@@ -746,22 +746,3 @@ def test_a_job_of_unexpected_types_is_read_the_generic_way(change):
         assert isinstance(lazy["jobs"][0], msgspec.Raw)
         assert rec.adapter.parse_jobs(lazy) == rec.adapter.parse_jobs(json.loads(data))
         assert rec.adapter.parse_jobs(lazy, lambda *_: True) == rec.adapter.parse_jobs(lazy)
-
-
-def test_every_key_parse_job_reads_is_a_typed_field():
-    """``JobFields`` holds every key any adapter's ``parse_job`` reads of a job (a
-    field left out would read as absent)."""
-    from app.slurm.versions.base import JobFields
-
-    class Reading(dict):
-        def get(self, key, default=None):
-            read.add(key)
-            return super().get(key, default)
-
-    for version, cls in ADAPTERS.items():
-        read: set[str] = set()
-        for release, rversion in RECORDINGS:
-            rec = Recorded(release, rversion)
-            for job in rec.body("job_completed")["jobs"]:
-                cls().parse_job(Reading(job))
-        assert read <= set(JobFields.__struct_fields__), (version, read - set(JobFields.__struct_fields__))

@@ -161,6 +161,8 @@ class LimitCounter:
 
     @property
     def strategy(self):
+        if self._strategy is not None:          # every counted request: no lock
+            return self._strategy
         with self._lock:
             if self._strategy is None:
                 from limits.storage import storage_from_string

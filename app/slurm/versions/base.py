@@ -255,8 +255,9 @@ class JobFields(msgspec.Struct, gc=False):
     decoded as a dict is made one first: ``_job_fields``). An answer whose
     types differ from these (a string where a number was expected...) is read the
     generic way instead (``decode_job_list``), so reading stays as tolerant.
-    tests/unit/test_adapters.py checks that every key ``parse_job`` reads is here and
-    that both ways read every recorded job alike."""
+    A field ``parse_job`` reads that is missing here is an ``AttributeError``, never a
+    value read as absent; tests/unit/test_adapters.py checks that both ways read every
+    recorded job alike."""
     job_id: _Number = None
     job_state: str | tuple[str, ...] | None = None
     name: str | None = None

@@ -4,7 +4,8 @@ each with its job (None: Slurm did not list it).
 
 - v0.0.40+: ``GET /jobs/state?job_id=…`` for our own active jobs (batches of
   ``STATE_BATCH``; about 60 bytes a job), then ``GET /job/{id}`` only for jobs whose
-  state changed. With ``PROBE_MIN_TASKS`` or more, a cycle first asks whether anything
+  state changed (or, when more than 1/``LIST_OVER_GETS`` of slurmctld's jobs did,
+  its whole list once: the cheaper read then). With ``PROBE_MIN_TASKS`` or more, a cycle first asks whether anything
   changed since the last full look: ``GET /jobs?update_time=T``, or, while slurmctld
   knows more than ``PROBE_MAX_JOBS`` jobs, ``GET /diag``'s job counters
   (``_look_modern``).
@@ -33,6 +34,12 @@ PROBE_MAX_JOBS = 10_000       # no update_time probe when that list would be lon
                               # (Slurm's default MaxJobCount): GET /diag's counters
 PROBE_MAX_SKIP = 32           # after a busy answer, cycles without probing (doubling)
 PROBE_FULL_EVERY = 30         # look at every watched job at least every this many cycles
+# Reading the jobs with news: a GET /job/{id} each costs the poller about as much CPU as
+# this many jobs of slurmctld's whole list (bench/poll.py: ~0.12-0.18 ms against
+# ~0.025 ms a listed job), so with more news than 1/LIST_OVER_GETS of the list's jobs,
+# the list (from LIST_MIN_NEWS jobs: fewer cost a few ms whichever way).
+LIST_OVER_GETS = 6
+LIST_MIN_NEWS = 50
 # v0.0.38 (no /jobs/state): on a busy cluster where ours are few among many, each cycle
 # reads our jobs one by one (GET /job/{id}) instead of slurmctld's whole job list.
 ONE_BY_ONE_MAX = 50           # at most this many of our jobs
@@ -191,6 +198,9 @@ class Looker:
         return base != record["slurm_job_state"] or uuid in watched.missing
 
     def _look_by_state(self, view, client, watched, records, counts):
+        """``/jobs/state`` for these tasks' jobs; then, for those with news, each job
+        in full: one ``GET /job/{id}`` each, or, when so many changed that slurmctld's
+        whole list is the cheaper read, that list (``LIST_OVER_GETS``)."""
         ids = sorted({r["slurm_job_id"] for r in records})
         states: dict[int, tuple[str, tuple[str, ...]]] = {}
         batch = getattr(client.adapter, "jobs_state_batch", STATE_BATCH)
@@ -198,25 +208,48 @@ class Looker:
             states.update(client.get_job_states(ids[i:i + batch]))
             counts["slurm_requests"] += 1
         view.failures = 0
-        todo = []
+        todo, news = [], []
+        missing, unsettled, is_news = watched.missing, watched.unsettled, self._is_news
         for record in records:
-            uuid, job_id = record["task"]["uuid"], record["slurm_job_id"]
-            watched.dirty.discard(uuid)
-            seen = states.get(job_id)
+            uuid = record["task"]["uuid"]
+            seen = states.get(record["slurm_job_id"])
             if seen is None:
                 todo.append((record, None))
-                continue
-            if not self._is_news(watched, uuid, record, *seen):
-                continue
-            try:
-                job = client.get_job(job_id)
-            except SlurmJobNotFound:
-                job = None
-            counts["slurm_requests"] += 1
-            if job is not None and job.state in TERMINAL_STATES and not job.is_terminal:
-                watched.unsettled.add(uuid)   # /jobs/state was ahead of the job's detail
-            todo.append((record, job))
+            elif seen[0] == record["slurm_job_state"] and seen[0] not in TERMINAL_STATES:
+                unsettled.discard(uuid)               # the common case: no news
+                if uuid in missing:
+                    news.append(record)
+            elif is_news(watched, uuid, record, *seen):
+                news.append(record)
+        watched.dirty.difference_update(r["task"]["uuid"] for r in records)
+        if news:
+            todo += self._read_jobs(view, client, watched, news, len(records), counts)
         return todo
+
+    def _read_jobs(self, view, client, watched, records, watching: int, counts):
+        """The jobs of ``records`` in full, by the cheaper way (``LIST_OVER_GETS``)."""
+        listed_size = max(view.known_jobs, watching)
+        if len(records) >= LIST_MIN_NEWS and len(records) * LIST_OVER_GETS > listed_size \
+                and hasattr(client, "get_jobs_since"):
+            wanted = {r["slurm_job_id"] for r in records}
+            answer = client.get_jobs_since(None, keep=lambda job_id, *_: job_id in wanted)
+            counts["slurm_requests"] += 1
+            view.known_jobs = answer.listed
+            by_id = {j.job_id: j for j in answer.jobs}
+            jobs = [(r, by_id.get(r["slurm_job_id"])) for r in records]
+        else:
+            jobs = []
+            for record in records:
+                try:
+                    job = client.get_job(record["slurm_job_id"])
+                except SlurmJobNotFound:
+                    job = None
+                counts["slurm_requests"] += 1
+                jobs.append((record, job))
+        for record, job in jobs:
+            if job is not None and job.state in TERMINAL_STATES and not job.is_terminal:
+                watched.unsettled.add(record["task"]["uuid"])  # /jobs/state was ahead
+        return jobs
 
     def _look_one_by_one(self, client, watched, counts):
         """v0.0.38 on a busy cluster: each of our few jobs with ``GET /job/{id}``

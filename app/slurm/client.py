@@ -21,7 +21,7 @@ from ..errors import (ConfigError, SlurmAuthError, SlurmError, SlurmJobFinished,
 from .transport import Response, Transport
 from .versions import (ADAPTERS, Adapter, DiagInfo, JobInfo, JobsSince, NodeInfo,
                        PartitionInfo, PingInfo, version_key)
-from .versions.base import decode_job_list
+from .versions.base import decode_job_list, decode_jobs_state
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +155,8 @@ class SlurmClient:
         out: dict[int, tuple[str, tuple[str, ...]]] = {}
         for i in range(0, len(ids), adapter.jobs_state_batch):
             batch = ids[i:i + adapter.jobs_state_batch]
-            body = self._get(adapter.jobs_state_path,
-                             params=adapter.jobs_state_params(batch), what="GET /jobs/state")
+            body = self._get(adapter.jobs_state_path, params=adapter.jobs_state_params(batch),
+                             what="GET /jobs/state", decode=decode_jobs_state)
             out.update(adapter.parse_jobs_state(body))
         return out
 

@@ -32,6 +32,7 @@ from app.slurm.client import SlurmClient
 from app.states import BASE_STATES, OTHER_FLAGS, UNFINISHED_FLAGS
 from app.slurm.transport import Transport
 from app.slurm.versions import ADAPTERS, version_key
+from app.slurm.versions.base import decode_jobs_state
 from tests.conftest import FIXTURES, HELLO_TASK
 
 BASE = "http://slurmrestd.test:6820"
@@ -404,6 +405,12 @@ def test_job_states_of_just_our_jobs(rec, rsps):
     assert all(isinstance(k, int) for k in states)           # job_id was a string
     first = body["jobs"][0]
     assert states[int(first["job_id"])][0] == first["state"][0]
+    # Read as the poller reads it (decode_jobs_state), the same states.
+    raw = (rec.dir / rec.index["jobs_state"]["file"]).read_bytes()
+    assert rec.adapter.parse_jobs_state(decode_jobs_state(raw)) == states
+    odd = json.dumps({"jobs": [{"job_id": {"set": True, "number": 7}, "state": "RUNNING",
+                                "extra": [1]}, {"job_id": "x"}]}).encode()
+    assert rec.adapter.parse_jobs_state(decode_jobs_state(odd)) == {7: ("RUNNING", ())}
     # Batched: 5 ids in batches of 2 -> 3 requests, each naming its ids.
     client = make_client(rec.version)
     client.adapter.jobs_state_batch = 2

@@ -412,6 +412,33 @@ def test_v0040_few_watched_jobs_are_just_asked_about(store):
         assert slurm.calls == [("state", (1,))]
 
 
+def test_v0040_many_changed_jobs_are_read_from_one_list_few_one_by_one(store):
+    """After /jobs/state, the jobs with news are read in full one GET /job/{id} each,
+    unless so many changed that slurmctld's whole list is the cheaper read (a GET
+    costs about as much as LIST_OVER_GETS listed jobs); either way each is recorded."""
+    slurm = StateSlurm()
+    uuids = {}
+    for i in range(1, 121):
+        uuids[i] = add_task(store, i, state="RUNNING")
+        slurm.jobs[i] = make_job(i, "RUNNING")
+    poller = Poller(store, slurm, None)
+    poller.look.probe_min_tasks = 10 ** 6               # /jobs/state every cycle
+    poller.run_once()
+    for i in range(1, 61):                               # half of the list ends
+        slurm.jobs[i] = make_job(i, "COMPLETED")
+    slurm.calls.clear()
+    assert poller.run_once()["changed"] == 60
+    assert slurm.kinds() == ["state", "since"]           # the list, once, not 60 GETs
+    assert all(store.get(uuids[i])["slurm_job_state"] == "COMPLETED" for i in range(1, 61))
+    for i in range(61, 66):                              # a few more end
+        slurm.jobs[i] = make_job(i, "FAILED")
+    slurm.calls.clear()
+    assert poller.run_once()["changed"] == 5
+    assert slurm.kinds() == ["state"] + ["job"] * 5
+    assert all(store.get(uuids[i])["slurm_job_state"] == "FAILED" for i in range(61, 66))
+    assert store.get(uuids[66])["slurm_job_state"] == "RUNNING"
+
+
 def test_two_pollers_one_leads_the_other_takes_over_when_the_lease_runs_out(store):
     from tests.helpers import Clock
     clock = Clock()

@@ -323,6 +323,26 @@ class _RawJobList(msgspec.Struct):
     last_update: Any = None
 
 
+class _StateItem(msgspec.Struct, gc=False):
+    """One job of ``/jobs/state``: its id (a string there) and state, as sent."""
+    job_id: Any = None
+    state: Any = None
+
+
+class _StateList(msgspec.Struct):
+    jobs: list[_StateItem] = []
+    errors: Any = None
+    warnings: Any = None
+
+
+def decode_jobs_state(data: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """``GET /jobs/state``'s answer, its jobs as ``_StateItem`` (any other field of a
+    job skipped): a poller names thousands of its jobs there each changed cycle."""
+    body = _decode_state_list(data)
+    return {"jobs": body.jobs, "errors": body.errors, "warnings": body.warnings}
+
+
+_decode_state_list = msgspec.json.Decoder(_StateList).decode
 _decode_list = msgspec.json.Decoder(_JobList).decode
 _decode_raw_list = msgspec.json.Decoder(_RawJobList).decode
 _decode_head = msgspec.json.Decoder(_JobHead).decode
@@ -603,9 +623,16 @@ class Adapter:
         Thousands of jobs share a handful of states (``job_state`` remembers them)."""
         out = {}
         for item in body.get("jobs") or []:
-            job_id = number(item.get("job_id"))
+            if type(item) is _StateItem:                  # from decode_jobs_state
+                job_id, raw = item.job_id, item.state
+            else:
+                job_id, raw = item.get("job_id"), item.get("state")
+            kind = type(job_id)
+            if kind is str and job_id.isdigit():
+                job_id = int(job_id)
+            elif kind is not int:
+                job_id = number(job_id)
             if job_id is not None:
-                raw = item.get("state")
                 out[job_id] = job_state(tuple(raw) if type(raw) is list else raw)
         return out
 

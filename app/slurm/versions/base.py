@@ -324,9 +324,11 @@ class _RawJobList(msgspec.Struct):
 
 
 class _StateItem(msgspec.Struct, gc=False):
-    """One job of ``/jobs/state``: its id (a string there) and state, as sent."""
-    job_id: Any = None
-    state: Any = None
+    """One job of ``/jobs/state``: its id (a string there, read as a number) and
+    state. Any other shape is a ``ValidationError``: the answer is then read the
+    generic way (``Transport._read``), and ``parse_jobs_state`` reads dicts too."""
+    job_id: int | None = None
+    state: tuple[str, ...] | str | None = None
 
 
 class _StateList(msgspec.Struct):
@@ -342,7 +344,7 @@ def decode_jobs_state(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     return {"jobs": body.jobs, "errors": body.errors, "warnings": body.warnings}
 
 
-_decode_state_list = msgspec.json.Decoder(_StateList).decode
+_decode_state_list = msgspec.json.Decoder(_StateList, strict=False).decode   # "123" -> 123
 _decode_list = msgspec.json.Decoder(_JobList).decode
 _decode_raw_list = msgspec.json.Decoder(_RawJobList).decode
 _decode_head = msgspec.json.Decoder(_JobHead).decode
@@ -621,18 +623,15 @@ class Adapter:
     def parse_jobs_state(self, body: dict[str, Any]) -> dict[int, tuple[str, tuple[str, ...]]]:
         """``/jobs/state`` (v0.0.40+): job id (a string there) -> (state, flags).
         Thousands of jobs share a handful of states (``job_state`` remembers them)."""
+        jobs = body.get("jobs") or []
+        if jobs and type(jobs[0]) is _StateItem:           # from decode_jobs_state
+            return {item.job_id: job_state(item.state) for item in jobs
+                    if item.job_id is not None}
         out = {}
-        for item in body.get("jobs") or []:
-            if type(item) is _StateItem:                  # from decode_jobs_state
-                job_id, raw = item.job_id, item.state
-            else:
-                job_id, raw = item.get("job_id"), item.get("state")
-            kind = type(job_id)
-            if kind is str and job_id.isdigit():
-                job_id = int(job_id)
-            elif kind is not int:
-                job_id = number(job_id)
+        for item in jobs:
+            job_id = number(item.get("job_id"))
             if job_id is not None:
+                raw = item.get("state")
                 out[job_id] = job_state(tuple(raw) if type(raw) is list else raw)
         return out
 

@@ -11,7 +11,10 @@ Part 1 ("cycle"): a fake slurmrestd in its own process serves N jobs (the record
 by slurmctld's rule); the poller watches N active tasks in the embedded store. Prints
 slurmrestd requests, bytes and the poller's CPU time for N = 10, 1,000, 10,000,
 100,000: a cycle in which nothing changed anywhere (after the poller has settled),
-and a cycle in which K = min(N, 1,000) of our jobs ended.
+a cycle in which K = min(N, 1,000) of our jobs ended, and (another poller, settled
+the same way) a busy cycle, in which someone else's job changed and none of ours: what
+slurmctld's answer alone costs. The last column is the changed cycle less the busy
+one, per 1,000 changed tasks.
 
 Part 1b ("neighbours"): slurmrestd bytes per cycle for 10 of our tasks among 5,000
 other jobs, with the job list every cycle (the poller before issue 12) and with
@@ -126,15 +129,31 @@ def settle(poller, fake) -> None:
         time.sleep(1.05)
 
 
+def watching(fake, n: int) -> Poller:
+    """A poller watching n active tasks (jobs 1..n, all running), settled: its next
+    cycle is one in which nothing changed."""
+    store = MemoryTaskStore()
+    tasks_in(store, n, fake.user)
+    fake("/control", ours=n, others=0)
+    poller = Poller(store, fake.client(), None, interval=10, lost_after=600)
+    poller.run_once()                                  # loads the tasks
+    settle(poller, fake)
+    return poller
+
+
 def cycle_part(sizes, repeat: int = 1) -> None:
     print("poller cycle cost: fake slurmrestd in another process answering as the recorded")
     print("Slurm 22.05 (v0.0.38: GET /jobs?update_time=) and 26.05.3 (v0.0.42: from 100 watched")
     print("jobs GET /jobs?update_time= first, else GET /jobs/state for our jobs and GET /job/{id}")
     print("for the changed ones); the embedded store; CPU of the poller's process per cycle;")
-    print("bytes = slurmrestd's response bodies")
-    print(f"{'API':>7s} {'active':>7s} | {'no-change cycle':^26s} | {'changed cycle (K tasks end)':^44s}")
+    print("bytes = slurmrestd's response bodies. Busy: someone else's job changed, none of")
+    print("ours (another poller, settled the same way): what slurmctld's answer alone costs;")
+    print("+ms/1000: the changed cycle less the busy one, per 1,000 changed tasks.")
+    print(f"{'API':>7s} {'active':>7s} | {'no-change cycle':^26s} | {'changed cycle (K tasks end)':^44s}"
+          f" | {'busy cycle':^19s} {'+ms/1000':>8s}")
     print(f"{'':>7s} {'tasks':>7s} | {'CPU ms':>8s} {'requests':>8s} {'bytes':>8s} | "
-          f"{'K':>5s} {'CPU ms':>8s} {'ms/1000':>8s} {'requests':>8s} {'bytes':>10s}")
+          f"{'K':>5s} {'CPU ms':>8s} {'ms/1000':>8s} {'requests':>8s} {'bytes':>10s} | "
+          f"{'CPU ms':>8s} {'bytes':>10s}")
     for version in ("0.0.38", "0.0.42"):
         fake = FakeSlurmrestd(version)
         try:
@@ -144,21 +163,21 @@ def cycle_part(sizes, repeat: int = 1) -> None:
                           f"(~4 kB a job): not run at this size")
                     continue
                 for _ in range(repeat):           # one line per run: a busy machine is noisy
-                    store = MemoryTaskStore()
-                    tasks_in(store, n, fake.user)
-                    fake("/control", ours=n, others=0)
-                    poller = Poller(store, fake.client(), None, interval=10, lost_after=600)
-                    poller.run_once()                          # loads the tasks
-                    settle(poller, fake)
+                    poller = watching(fake, n)
                     cpu, counts, stats = measure(poller, fake)
                     assert counts["active"] == n and counts["changed"] == 0, counts
                     k = min(n, 1000)
                     fake("/finish", first=k)
                     kcpu, kcounts, kstats = measure(poller, fake)
                     assert kcounts["changed"] == k, kcounts
+                    poller = watching(fake, n)
+                    fake("/touch")
+                    bcpu, bcounts, bstats = measure(poller, fake)
+                    assert bcounts["changed"] == 0, bcounts
                     print(f"{version:>7s} {n:7d} | {cpu:8.2f} {stats['requests']:8d} "
                           f"{stats['bytes']:8d} | {k:5d} {kcpu:8.1f} {kcpu * 1000 / k:8.1f} "
-                          f"{kstats['requests']:8d} {kstats['bytes']:10d}", flush=True)
+                          f"{kstats['requests']:8d} {kstats['bytes']:10d} | {bcpu:8.1f} "
+                          f"{bstats['bytes']:10d} {(kcpu - bcpu) * 1000 / k:8.1f}", flush=True)
         finally:
             fake.close()
 

@@ -5,10 +5,10 @@ each with its job (None: Slurm did not list it).
 - v0.0.40+: ``GET /jobs/state?job_id=…`` for our own active jobs (batches of
   ``STATE_BATCH``; about 60 bytes a job), then ``GET /job/{id}`` only for jobs whose
   state changed (or, when more than 1/``LIST_OVER_GETS`` of slurmctld's jobs did,
-  its whole list once: the cheaper read then). With ``PROBE_MIN_TASKS`` or more, a cycle first asks whether anything
-  changed since the last full look: ``GET /jobs?update_time=T``, or, while slurmctld
-  knows more than ``PROBE_MAX_JOBS`` jobs, ``GET /diag``'s job counters
-  (``_look_modern``).
+  its whole list once: the cheaper read then). With ``PROBE_MIN_TASKS`` or more, a
+  cycle first asks whether anything changed since the last full look:
+  ``GET /jobs?update_time=T``, or, while slurmctld knows more than ``PROBE_MAX_JOBS``
+  jobs, ``GET /diag``'s job counters (``_look_modern``).
 - v0.0.38 (and for job arrays and unanswered submits): ``GET /jobs?update_time=``;
   "no change" costs nothing; a new listing is compared with the last one and only
   tasks whose job changed are looked at. On a busy 22.05 cluster with few of ours

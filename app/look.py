@@ -238,14 +238,7 @@ class Looker:
             by_id = {j.job_id: j for j in answer.jobs}
             jobs = [(r, by_id.get(r["slurm_job_id"])) for r in records]
         else:
-            jobs = []
-            for record in records:
-                try:
-                    job = client.get_job(record["slurm_job_id"])
-                except SlurmJobNotFound:
-                    job = None
-                counts["slurm_requests"] += 1
-                jobs.append((record, job))
+            jobs = self._one_by_one(client, records, counts)
         for record, job in jobs:
             if job is not None and job.state in TERMINAL_STATES and not job.is_terminal:
                 watched.unsettled.add(record["task"]["uuid"])  # /jobs/state was ahead
@@ -254,18 +247,23 @@ class Looker:
     def _look_one_by_one(self, client, watched, counts):
         """v0.0.38 on a busy cluster: each of our few jobs with ``GET /job/{id}``
         (a few kB each) rather than every job slurmctld knows."""
-        todo = []
-        for uuid, record in watched.tasks.items():
-            if uuid in watched.listing:
-                continue
-            watched.dirty.discard(uuid)
+        records = [r for u, r in watched.tasks.items() if u not in watched.listing]
+        todo = self._one_by_one(client, records, counts)
+        watched.dirty.difference_update(r["task"]["uuid"] for r in records)
+        return todo
+
+    @staticmethod
+    def _one_by_one(client, records, counts):
+        """Each record's job, one ``GET /job/{id}`` each (None: Slurm no longer knows it)."""
+        jobs = []
+        for record in records:
             try:
                 job = client.get_job(record["slurm_job_id"])
             except SlurmJobNotFound:
                 job = None
             counts["slurm_requests"] += 1
-            todo.append((record, job))
-        return todo
+            jobs.append((record, job))
+        return jobs
 
     def _look_by_listing(self, view, client, watched, modern, counts, pace=False):
         """The job list (``update_time``); with ``pace`` (v0.0.38), whether it said

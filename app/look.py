@@ -37,7 +37,8 @@ PROBE_FULL_EVERY = 30         # look at every watched job at least every this ma
 # Reading the jobs with news: a GET /job/{id} each costs the poller about as much CPU as
 # this many jobs of slurmctld's whole list (bench/poll.py: ~0.12-0.18 ms against
 # ~0.025 ms a listed job), so with more news than 1/LIST_OVER_GETS of the list's jobs,
-# the list (from LIST_MIN_NEWS jobs: fewer cost a few ms whichever way).
+# the list (from LIST_MIN_NEWS jobs: fewer cost a few ms whichever way), if its size is
+# known and at most PROBE_MAX_JOBS.
 LIST_OVER_GETS = 6
 LIST_MIN_NEWS = 50
 # v0.0.38 (no /jobs/state): on a busy cluster where ours are few among many, each cycle
@@ -223,14 +224,16 @@ class Looker:
                 news.append(record)
         watched.dirty.difference_update(r["task"]["uuid"] for r in records)
         if news:
-            todo += self._read_jobs(view, client, watched, news, len(records), counts)
+            todo += self._read_jobs(view, client, watched, news, counts)
         return todo
 
-    def _read_jobs(self, view, client, watched, records, watching: int, counts):
-        """The jobs of ``records`` in full, by the cheaper way (``LIST_OVER_GETS``)."""
-        listed_size = max(view.known_jobs, watching)
-        if len(records) >= LIST_MIN_NEWS and len(records) * LIST_OVER_GETS > listed_size \
-                and hasattr(client, "get_jobs_since"):
+    def _read_jobs(self, view, client, watched, records, counts):
+        """The jobs of ``records`` in full, by the cheaper way (``LIST_OVER_GETS``).
+        The list only when its size is known (from the last one read) and within
+        what a probe may bring (``probe_max_jobs``): never a list of unknown size."""
+        listed = view.known_jobs
+        if len(records) >= LIST_MIN_NEWS and 0 < listed <= self.probe_max_jobs \
+                and len(records) * LIST_OVER_GETS > listed and hasattr(client, "get_jobs_since"):
             wanted = {r["slurm_job_id"] for r in records}
             answer = client.get_jobs_since(None, keep=lambda job_id, *_: job_id in wanted)
             counts["slurm_requests"] += 1

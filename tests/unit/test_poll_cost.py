@@ -413,30 +413,53 @@ def test_v0040_few_watched_jobs_are_just_asked_about(store):
 
 
 def test_v0040_many_changed_jobs_are_read_from_one_list_few_one_by_one(store):
-    """After /jobs/state, the jobs with news are read in full one GET /job/{id} each,
-    unless so many changed that slurmctld's whole list is the cheaper read (a GET
-    costs about as much as LIST_OVER_GETS listed jobs); either way each is recorded."""
+    """A look by /jobs/state reads the jobs with news one GET /job/{id} each, unless
+    so many changed that slurmctld's whole list, of a size known from the last one,
+    is the cheaper read (a GET costs about as much as LIST_OVER_GETS listed jobs);
+    either way each is recorded."""
     slurm = StateSlurm()
     uuids = {}
     for i in range(1, 121):
         uuids[i] = add_task(store, i, state="RUNNING")
         slurm.jobs[i] = make_job(i, "RUNNING")
-    poller = Poller(store, slurm, None)
-    poller.look.probe_min_tasks = 10 ** 6               # /jobs/state every cycle
-    poller.run_once()
-    for i in range(1, 61):                               # half of the list ends
+    poller = probing(Poller(store, slurm, None))
+    poller.run_once()                                    # a full look
+    slurm.now += 10
+    slurm.jobs[999] = make_job(999, "RUNNING", user="other")   # someone else's job
+    slurm.calls.clear()
+    poller.run_once()                  # the probe's "yes" is a list: 121 jobs known
+    assert slurm.kinds() == ["since"]
+    for i in range(1, 61):                               # half of ours end
         slurm.jobs[i] = make_job(i, "COMPLETED")
+    slurm.now += 10
     slurm.calls.clear()
-    assert poller.run_once()["changed"] == 60
-    assert slurm.kinds() == ["state", "since"]           # the list, once, not 60 GETs
+    assert poller.run_once()["changed"] == 60            # a full look (busy: no probe)
+    assert "state" in slurm.kinds() and slurm.kinds().count("since") == 1
+    assert "job" not in slurm.kinds()                    # the list, once, not 60 GETs
     assert all(store.get(uuids[i])["slurm_job_state"] == "COMPLETED" for i in range(1, 61))
-    for i in range(61, 66):                              # a few more end
+    slurm.down = True                                    # a failed cycle ...
+    assert poller.run_once()["errors"] == 1
+    slurm.down = False
+    for i in range(61, 66):                              # ... then a few more end
         slurm.jobs[i] = make_job(i, "FAILED")
+    slurm.now += 10
     slurm.calls.clear()
-    assert poller.run_once()["changed"] == 5
-    assert slurm.kinds() == ["state"] + ["job"] * 5
+    assert poller.run_once()["changed"] == 5             # a full look after a failure
+    assert slurm.kinds().count("job") == 5 and "since" not in slurm.kinds()
     assert all(store.get(uuids[i])["slurm_job_state"] == "FAILED" for i in range(61, 66))
     assert store.get(uuids[66])["slurm_job_state"] == "RUNNING"
+
+
+def test_v0040_a_job_list_of_unknown_size_is_never_read_for_detail(store):
+    """After a restart nothing says how many jobs slurmctld knows: many jobs with
+    news are still read one by one, never a list that might hold millions."""
+    slurm = StateSlurm()
+    for i in range(1, 121):
+        add_task(store, i, state="RUNNING")
+        slurm.jobs[i] = make_job(i, "COMPLETED" if i <= 60 else "RUNNING")
+    poller = probing(Poller(store, slurm, None))
+    assert poller.run_once()["changed"] == 60
+    assert slurm.kinds().count("job") == 60 and "since" not in slurm.kinds()
 
 
 def test_two_pollers_one_leads_the_other_takes_over_when_the_lease_runs_out(store):

@@ -233,7 +233,7 @@ class Looker:
         what a probe may bring (``probe_max_jobs``): never a list of unknown size."""
         listed = view.known_jobs
         if len(records) >= LIST_MIN_NEWS and 0 < listed <= self.probe_max_jobs \
-                and len(records) * LIST_OVER_GETS > listed and hasattr(client, "get_jobs_since"):
+                and len(records) * LIST_OVER_GETS > listed:
             wanted = {r["slurm_job_id"] for r in records}
             answer = client.get_jobs_since(None, keep=lambda job_id, *_: job_id in wanted)
             counts["slurm_requests"] += 1

@@ -14,7 +14,8 @@ slurmrestd requests, bytes and the poller's CPU time for N = 10, 1,000, 10,000,
 a cycle in which K = min(N, 1,000) of our jobs ended, and (another poller, settled
 the same way) a busy cycle, in which someone else's job changed and none of ours: what
 slurmctld's answer alone costs. The last column is the changed cycle less the busy
-one, per 1,000 changed tasks.
+one, per 1,000 changed tasks. The poller logs as a deployment does (INFO: a line per
+state change; text, or --log json, or off), to /dev/null.
 
 Part 1b ("neighbours"): slurmrestd bytes per cycle for 10 of our tasks among 5,000
 other jobs, with the job list every cycle (the poller before issue 12) and with
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -334,6 +336,15 @@ def delay_part(jobs: int, interval: float, events: bool) -> None:
           f"p50 {statistics.median(marked) if marked else float('nan'):.2f} s")
 
 
+def log_as_deployed(fmt: str) -> None:
+    """The logging a deployment has (SLURM_PROXY_LOG_LEVEL=INFO, this format), each line
+    written to /dev/null instead of stderr: its cost is part of a changed cycle's."""
+    from app.logs import setup_logging
+
+    setup_logging(load_config({"SLURM_PROXY_LOG_FORMAT": fmt}))
+    logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=("cycle", "neighbours", "delay", "all"), default="all")
@@ -343,7 +354,13 @@ def main() -> None:
                     help="delay: with slurmctld's jobcomp events (the dev cluster's JobCompLoc)")
     ap.add_argument("--jobs", type=int, default=20)
     ap.add_argument("--interval", type=float, default=load_config({})["SLURM_POLL_INTERVAL"])
+    ap.add_argument("--log", choices=("text", "json", "off"), default="text",
+                    help="the poller's log lines as a deployment writes them (INFO: a line "
+                         "per state change), to /dev/null; off: none, as before issue 12's "
+                         "third pass measured")
     args = ap.parse_args()
+    if args.log != "off":
+        log_as_deployed(args.log)
     if args.part in ("cycle", "all"):
         cycle_part([int(n) for n in args.sizes.split(",")], args.repeat)
     if args.part in ("neighbours", "all"):

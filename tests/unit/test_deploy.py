@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from app.config import SETTINGS
-from app.logs import JsonFormatter
+from app.logs import TEXT_FORMAT, JsonFormatter, TextFormatter
 from app.store import utcnow
 from tests.conftest import ROOT
 
@@ -172,6 +172,23 @@ def test_json_log_lines_carry_the_task(caplog):
     assert line["task_uuid"] == "123e4567-e89b-12d3-a456-426614174000"
     assert line["slurm_job_id"] == 42 and line["level"] == "INFO"
     assert line["message"].endswith("RUNNING -> COMPLETED") and line["time"].endswith("Z")
+
+
+def test_log_lines_say_each_records_own_time():
+    """The formatters make a second's text once and reuse it: each line still carries
+    its own record's time, as logging and datetime write it, across seconds, days and
+    back again."""
+    from datetime import datetime, timezone
+
+    text, as_json = TextFormatter(), JsonFormatter()
+    standard = logging.Formatter(TEXT_FORMAT)
+    for created in (1764730811.042, 1764730811.999, 1764730812.0005, 1764730811.5,
+                    1764806399.25, 1764806400.75, 1764730811.042):
+        record = logging.LogRecord("app.poller", logging.INFO, __file__, 1, "m", (), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        assert text.format(record) == standard.format(record)
+        assert json.loads(as_json.format(record))["time"] == datetime.fromtimestamp(
+            created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "supervisord.conf", "gunicorn.conf.py", "entrypoint.sh"])

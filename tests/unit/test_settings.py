@@ -16,7 +16,7 @@ from app.logs import gunicorn_logconfig, setup_logging
 
 def test_log_format_and_level_come_from_the_settings(capsys):
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    handlers, level, srcfile = root.handlers[:], root.level, logging._srcfile
     try:
         setup_logging(load_config({"SLURM_PROXY_LOG_FORMAT": "json",
                                    "SLURM_PROXY_LOG_LEVEL": "warning"}, {}))
@@ -27,6 +27,7 @@ def test_log_format_and_level_come_from_the_settings(capsys):
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        logging._srcfile = srcfile
     assert len(lines) == 1
     line = json.loads(lines[0])
     assert line["task_uuid"] == "123e4567-e89b-12d3-a456-426614174000" and line["slurm_job_id"] == 7

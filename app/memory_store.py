@@ -239,9 +239,11 @@ class MemoryTaskStore:
             if uuid in self._docs:
                 self._docs[uuid].setdefault("resubmissions", []).append(new_uuid)
 
-    def active_tasks(self) -> list[dict[str, Any]]:
+    def active_tasks(self, uuids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         with self._lock:
-            return [_project(self._docs[u]) for u in self._active]
+            if uuids is None:
+                return [_project(self._docs[u]) for u in self._active]
+            return [_project(self._docs[u]) for u in dict.fromkeys(uuids) if u in self._active]
 
     def _note_change(self, uuid: str, at: datetime) -> None:
         if self._changes and at < self._changes[-1][0]:
@@ -255,7 +257,10 @@ class MemoryTaskStore:
         with self._lock:
             start = bisect.bisect_left(self._changes, (since, ""))
             uuids = dict.fromkeys(u for _, u in self._changes[start:])
-            return [{**_project(self._docs[u]), "active": u in self._active} for u in uuids]
+            docs, active = self._docs, self._active
+            return [{"task": {"uuid": u}, "slurm_job_id": docs[u].get("slurm_job_id"),
+                     "slurm_job_state": docs[u]["slurm_job_state"], "active": u in active}
+                    for u in uuids]
 
     # -- outbox --------------------------------------------------------------------
     def due_deliveries(self, now: datetime, limit: int = 100) -> list[tuple[str, dict]]:

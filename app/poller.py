@@ -11,7 +11,9 @@ A cycle:
 1. The store: the poller keeps the active tasks in memory. At start (and when it
    becomes leader) it reads them once (indexed on ``active``); afterwards each cycle
    asks only for tasks inserted or changed since the last cycle (indexed on
-   ``updated_at``). A cycle where nothing changed reads and writes no task record.
+   ``updated_at``), each as its uuid, job id and state: its own writes come back that
+   small, and only tasks new or changed elsewhere are then read in full. A cycle where
+   nothing changed reads and writes no task record.
 2. The lease: one poller leads each cluster (``take_lease``, renewed every cycle with a
    TTL of 1.5 intervals); the others stand by and retry every quarter interval, so a
    standby takes over within two intervals of the leader dying.
@@ -149,17 +151,21 @@ class Poller:
                 self._put(record, dirty=True)
             self.watermark = mark
             return
-        for record in self.store.changed_since(self.watermark):
-            uuid = record["task"]["uuid"]
-            if not record.pop("active", True):
+        fresh = []
+        for head in self.store.changed_since(self.watermark):
+            uuid = head["task"]["uuid"]
+            if not head.get("active", True):
                 self._drop(uuid)
                 continue
             cluster = self.cluster_of.get(uuid)
             known = self.watched[cluster].tasks.get(uuid) if cluster else None
-            if known is not None and known["slurm_job_state"] == record["slurm_job_state"] \
-                    and known.get("slurm_job_id") == record.get("slurm_job_id"):
+            if known is not None and known["slurm_job_state"] == head["slurm_job_state"] \
+                    and known.get("slurm_job_id") == head.get("slurm_job_id"):
                 continue                         # our own write, read back
-            self._put(record, dirty=True)
+            fresh.append(uuid)
+        if fresh:                        # new, or changed elsewhere: read in full
+            for record in self.store.active_tasks(fresh):
+                self._put(record, dirty=True)
         self.watermark = mark
 
     def _cycle(self) -> dict[str, Any]:
@@ -193,29 +199,34 @@ class Poller:
                 logger.warning("poll: cluster %s: slurmrestd failed (%d in a row): %s",
                                name, view.failures, exc.message)
                 continue
-            recorded = self._record_many(todo, now)
-            for record, job in todo:
-                uuid = record["task"]["uuid"]
-                try:
-                    outcome = self._track(record, view, watched, job, now, recorded)
-                except SlurmProxyError as exc:
-                    counts["errors"] += 1
-                    logger.warning("poll: task_uuid=%s slurm_job_id=%s: %s",
-                                   uuid, record.get("slurm_job_id"), exc.message)
-                    continue
-                except Exception:  # noqa: BLE001 - one task must not stop the others
-                    counts["errors"] += 1
-                    logger.exception("poll: task_uuid=%s slurm_job_id=%s failed",
-                                     uuid, record.get("slurm_job_id"))
-                    continue
-                if outcome:
-                    counts[outcome] += 1
-                if record["slurm_job_state"] in FINAL_STATES:
-                    self._drop(uuid)
-                elif outcome:
-                    self._put(record, dirty=False)        # its job id or kind may be new
+            self._take(todo, view, watched, now, counts)
         self.last_cycle_at = self.clock()
         return counts
+
+    def _take(self, todo, view: ClusterView, watched: Watched, now: datetime,
+              counts: dict[str, Any]) -> None:
+        """Record what the look found: each task's state, or its job missing."""
+        recorded = self._record_many(todo, now)
+        for record, job in todo:
+            uuid = record["task"]["uuid"]
+            try:
+                outcome = self._track(record, view, watched, job, now, recorded)
+            except SlurmProxyError as exc:
+                counts["errors"] += 1
+                logger.warning("poll: task_uuid=%s slurm_job_id=%s: %s",
+                               uuid, record.get("slurm_job_id"), exc.message)
+                continue
+            except Exception:  # noqa: BLE001 - one task must not stop the others
+                counts["errors"] += 1
+                logger.exception("poll: task_uuid=%s slurm_job_id=%s failed",
+                                 uuid, record.get("slurm_job_id"))
+                continue
+            if outcome:
+                counts[outcome] += 1
+            if record["slurm_job_state"] in FINAL_STATES:
+                self._drop(uuid)
+            elif outcome:
+                self._put(record, dirty=False)        # its job id or kind may be new
 
     # -- leading -------------------------------------------------------------------
     def _lead(self, view: ClusterView, watched: Watched, now: datetime) -> bool:

@@ -33,7 +33,13 @@ ACTIVE_PROJECTION = {"_id": False, "task.uuid": True, "task.username": True,
                      "task.notification": True, "task.slurm": True, "task.cluster": True, "slurm_job_id": True,
                      "slurm_job_state": True, "created_at": True, "updated_at": True,
                      "missing_since": True, "notified_states": True}
+# What the poller reads of each task changed since its last cycle: enough to tell its
+# own writes (and tasks it no longer watches) from changes made elsewhere, which it
+# then reads in full (``active_tasks(uuids)``).
+CHANGE_PROJECTION = {"_id": False, "task.uuid": True, "slurm_job_id": True,
+                     "slurm_job_state": True, "active": True}
 DUE_STATUSES = ("pending", "sending")
+UUIDS_PER_QUERY = 5000        # task uuids named in one query (about 200 kB of BSON)
 # What a task listing shows of each task.
 SUMMARY_FIELDS = ("task.uuid", "task.name", "task.username", "slurm_job_id", "slurm_job_state",
                   "exit_code", "signal", "created_at", "updated_at", "end_time")
@@ -355,19 +361,27 @@ class TaskStore:
         with self._op("link the resubmission"):
             self.collection.update_one({"task.uuid": uuid}, {"$push": {"resubmissions": new_uuid}})
 
-    def active_tasks(self) -> list[dict[str, Any]]:
-        """Every task whose state is not final, with the fields the poller needs."""
-        with self._op("list active tasks"):
-            return list(self.collection.find({"active": True}, ACTIVE_PROJECTION))
+    def active_tasks(self, uuids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Every task whose state is not final (or those of ``uuids`` that are not),
+        with the fields the poller needs."""
+        if uuids is None:
+            with self._op("list active tasks"):
+                return list(self.collection.find({"active": True}, ACTIVE_PROJECTION))
+        uuids, out = list(uuids), []
+        with self._op("read active tasks"):
+            for i in range(0, len(uuids), UUIDS_PER_QUERY):
+                out += self.collection.find({"active": True,
+                                             "task.uuid": {"$in": uuids[i:i + UUIDS_PER_QUERY]}},
+                                            ACTIVE_PROJECTION)
+        return out
 
     def changed_since(self, since: datetime) -> list[dict[str, Any]]:
         """Tasks inserted or whose state changed at or after ``since`` (active or not),
-        with the fields the poller needs plus ``active``: an indexed range query, so a
-        poller learns of new tasks and of changes made elsewhere without reading the
-        others."""
+        each only as its uuid, job id, state and ``active`` (``CHANGE_PROJECTION``): an
+        indexed range query, so a poller learns of new tasks and of changes made
+        elsewhere without reading the others, nor its own writes again in full."""
         with self._op("list changed tasks"):
-            return list(self.collection.find({"updated_at": {"$gte": since}},
-                                             {**ACTIVE_PROJECTION, "active": True}))
+            return list(self.collection.find({"updated_at": {"$gte": since}}, CHANGE_PROJECTION))
 
     # -- outbox --------------------------------------------------------------------
     def due_deliveries(self, now: datetime, limit: int = 100) -> list[tuple[str, dict]]:

@@ -21,13 +21,16 @@ class CountingStore:
 
     def __init__(self, store):
         self.store, self.read, self.written = store, 0, 0
+        self.reads: dict[str, int] = {}              # records read, by method
 
     def __getattr__(self, name):
         attr = getattr(self.store, name)
         if name in self.READS:
             def read(*a, **kw):
                 out = attr(*a, **kw)
-                self.read += len(out) if isinstance(out, list) else int(out is not None)
+                n = len(out) if isinstance(out, list) else int(out is not None)
+                self.read += n
+                self.reads[name] = self.reads.get(name, 0) + n
                 return out
             return read
         if name in self.WRITES:
@@ -44,6 +47,7 @@ class CountingStore:
 
     def reset(self):
         self.read = self.written = 0
+        self.reads = {}
 
 
 class NoChangeSlurm(PollSlurm):
@@ -104,6 +108,48 @@ def test_a_quiet_cycle_reads_and_writes_no_task_record(store):
     counting.reset()
     assert poller.run_once()["changed"] == 1
     assert store.get(uuid)["slurm_job_state"] == "RUNNING"
+
+
+def test_a_cycle_reads_its_own_writes_back_small_and_changes_made_elsewhere_in_full(store):
+    """The next cycle's changed-since query brings back the poller's own writes as
+    heads (uuid, job id, state), not whole records; only a task that is new, or that
+    changed elsewhere (a lookup, a cancel), is read in full, and a final one not at all."""
+    counting = CountingStore(store)
+    slurm = NoChangeSlurm()
+    uuids = {}
+    for i in range(1, 21):
+        uuids[i] = add_task(store, i, state="RUNNING" if i <= 10 else "PENDING")
+        slurm.jobs[i] = make_job(i, "RUNNING" if i <= 10 else "PENDING")
+    poller = Poller(counting, slurm, None)
+    poller.skew = 0
+    next_millisecond()
+    poller.run_once()
+    assert counting.reads == {"active_tasks": 20}
+    for i in range(1, 6):                                  # five end, seen by the poller
+        slurm.jobs[i] = make_job(i, "COMPLETED")
+    slurm.changed = True
+    next_millisecond()
+    assert poller.run_once()["changed"] == 5
+    counting.reset()
+    next_millisecond()
+    poller.run_once()
+    assert counting.reads.get("changed_since") == 5
+    assert counting.reads.get("active_tasks", 0) == 0 and counting.written == 0
+    # Elsewhere: a lookup saw job 11 start, a cancel ended task 12, a new task came.
+    assert store.update_state(uuids[11], state="RUNNING", expected="PENDING")
+    slurm.jobs[11] = make_job(11, "RUNNING")
+    assert store.update_state(uuids[12], state="CANCELLED", expected="PENDING")
+    new = add_task(store, 99, state="PENDING")
+    slurm.jobs[99] = make_job(99, "PENDING")
+    slurm.changed = True                                   # slurmctld's jobs changed
+    counting.reset()
+    next_millisecond()
+    counts = poller.run_once()
+    assert counting.reads == {"changed_since": 3, "active_tasks": 2}
+    assert counts["changed"] == 0 and counting.written == 0
+    assert poller.tasks[uuids[11]]["slurm_job_state"] == "RUNNING"
+    assert uuids[12] not in poller.tasks and new in poller.tasks
+    assert counts["active"] == 15
 
 
 # What slurmctld counts in /diag, by the request that does it: a start, the end a

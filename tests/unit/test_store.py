@@ -49,6 +49,34 @@ def test_compare_and_set(store):
     assert [h["state"] for h in got["history"]] == ["PENDING", "RUNNING", "COMPLETED"]
 
 
+def test_changes_come_as_heads_and_active_tasks_in_full_by_uuid(store):
+    """What a poller reads each cycle: the tasks changed since a time, each as its
+    uuid, job id, state and whether it is active (not its script, nor whom to tell);
+    then, in full, only the active ones it names."""
+    from app.store import utcnow
+
+    since = utcnow()
+    time.sleep(0.002)
+    running, ended, older = record(job_id=1), record(job_id=2), record(job_id=3)
+    for rec in (running, ended):
+        store.insert(rec)
+    assert store.update_state(running["task"]["uuid"], state="RUNNING", expected="PENDING")
+    assert store.update_state(ended["task"]["uuid"], state="COMPLETED", expected="PENDING",
+                              fields={"exit_code": 0})
+    heads = sorted(store.changed_since(since), key=lambda h: h["slurm_job_id"])
+    assert heads == [
+        {"task": {"uuid": running["task"]["uuid"]}, "slurm_job_id": 1,
+         "slurm_job_state": "RUNNING", "active": True},
+        {"task": {"uuid": ended["task"]["uuid"]}, "slurm_job_id": 2,
+         "slurm_job_state": "COMPLETED", "active": False}]
+    store.insert(older)                             # active, but not asked for
+    full = store.active_tasks([h["task"]["uuid"] for h in heads] + ["no-such-uuid"])
+    assert [t["task"]["uuid"] for t in full] == [running["task"]["uuid"]]
+    assert full[0]["task"]["notification"] == running["task"]["notification"]
+    assert full[0]["slurm_job_state"] == "RUNNING" and full[0]["created_at"]
+    assert len(store.active_tasks()) == 2 and store.active_tasks([]) == []
+
+
 def test_get_by_job_id_returns_the_newest(store):
     old = record(job_id=42, state="COMPLETED")          # before the cluster was rebuilt
     store.insert(old)

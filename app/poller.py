@@ -205,8 +205,10 @@ class Poller:
 
     def _take(self, todo, view: ClusterView, watched: Watched, now: datetime,
               counts: dict[str, Any]) -> None:
-        """Record what the look found: each task's state, or its job missing."""
+        """Record what the look found: each task's state, or its job missing. The
+        tasks that ended leave ``watched`` together, at the end."""
         recorded = self._record_many(todo, now)
+        ended = []
         for record, job in todo:
             uuid = record["task"]["uuid"]
             try:
@@ -224,9 +226,12 @@ class Poller:
             if outcome:
                 counts[outcome] += 1
             if record["slurm_job_state"] in FINAL_STATES:
-                self._drop(uuid)
+                ended.append(uuid)
             elif outcome:
                 self._put(record, dirty=False)        # its job id or kind may be new
+        for uuid in ended:
+            del self.cluster_of[uuid]
+        watched.drop_many(ended)
 
     # -- leading -------------------------------------------------------------------
     def _lead(self, view: ClusterView, watched: Watched, now: datetime) -> bool:

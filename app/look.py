@@ -211,18 +211,21 @@ class Looker:
         view.failures = 0
         todo, news = [], []
         missing, unsettled, is_news = watched.missing, watched.unsettled, self._is_news
+        marked, seen_of = bool(missing or unsettled), states.get
         for record in records:
-            uuid = record["task"]["uuid"]
-            seen = states.get(record["slurm_job_id"])
+            seen = seen_of(record["slurm_job_id"])
             if seen is None:
                 todo.append((record, None))
             elif seen[0] == record["slurm_job_state"] and seen[0] not in TERMINAL_STATES:
-                unsettled.discard(uuid)               # the common case: no news
-                if uuid in missing:
-                    news.append(record)
-            elif is_news(watched, uuid, record, *seen):
+                if marked:       # the common case, no news; a task's uuid (one more dict
+                    uuid = record["task"]["uuid"]     # read a task) only if any is marked
+                    unsettled.discard(uuid)
+                    if uuid in missing:
+                        news.append(record)
+            elif is_news(watched, record["task"]["uuid"], record, *seen):
                 news.append(record)
-        watched.dirty.difference_update(r["task"]["uuid"] for r in records)
+        if watched.dirty:
+            watched.dirty.difference_update(r["task"]["uuid"] for r in records)
         if news:
             todo += self._read_jobs(view, client, watched, news, counts)
         return todo

@@ -318,6 +318,27 @@ def test_v0040_new_and_missing_tasks_are_asked_about_on_a_quiet_cycle(store):
     assert store.get(late)["slurm_job_state"] == "RUNNING"
 
 
+def test_v0040_a_job_listed_again_in_the_same_state_is_no_longer_missing(store):
+    """/jobs/state once left a job out (slurmctld restarting, say), then lists it again,
+    unchanged: its task is no longer missing, so it never becomes LOST for it."""
+    slurm = StateSlurm()
+    uuids = [add_task(store, i, state="RUNNING") for i in (1, 2)]
+    for i in (1, 2):
+        slurm.jobs[i] = make_job(i, "RUNNING")
+    poller = Poller(store, slurm, None, lost_after=600)
+    poller.run_once()
+    gone = slurm.jobs.pop(1)
+    poller.run_once()
+    assert store.get(uuids[0])["missing_since"] is not None
+    slurm.jobs[1] = gone
+    slurm.calls.clear()
+    assert poller.run_once()["changed"] == 0
+    assert slurm.kinds() == ["state", "job"]        # read in full, then no news
+    assert store.get(uuids[0])["missing_since"] is None
+    assert store.get(uuids[1]).get("missing_since") is None
+    assert uuids[0] not in poller.watched["default"].missing
+
+
 def test_v0040_a_failed_cycle_or_a_long_quiet_stretch_means_a_full_look(store):
     from app.look import PROBE_FULL_EVERY
     slurm = StateSlurm()

@@ -625,7 +625,8 @@ class Adapter:
         Thousands of jobs share a handful of states (``job_state`` remembers them)."""
         jobs = body.get("jobs") or []
         if jobs and type(jobs[0]) is _StateItem:           # from decode_jobs_state
-            return {item.job_id: job_state(item.state) for item in jobs
+            known = _STATES.get              # (a state, a tuple or str, is hashable here)
+            return {item.job_id: known(item.state) or job_state(item.state) for item in jobs
                     if item.job_id is not None}
         out = {}
         for item in jobs:

@@ -230,7 +230,7 @@ class Poller:
             elif outcome:
                 self._put(record, dirty=False)        # its job id or kind may be new
         for uuid in ended:
-            del self.cluster_of[uuid]
+            self.cluster_of.pop(uuid, None)
         watched.drop_many(ended)
 
     # -- leading -------------------------------------------------------------------

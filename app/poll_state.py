@@ -99,29 +99,26 @@ class Watched:
         elif record["task"].get("slurm", {}).get("array"):
             self.listing.add(uuid)
 
+    def _unindex(self, uuid: str) -> None:
+        """The task out of ``tasks`` and ``by_job`` (its marks left as they are)."""
+        old = self.tasks.pop(uuid, None)
+        job_id = old.get("slurm_job_id") if old is not None else None
+        ids = self.by_job.get(job_id) if job_id is not None else None
+        if ids is not None:
+            ids.discard(uuid)
+            if not ids:
+                del self.by_job[job_id]
+
     def drop_many(self, uuids: list[str]) -> None:
         """``drop`` for each of ``uuids`` (a cycle's ended tasks), the marks cleared
         in one pass each."""
-        tasks, by_job = self.tasks, self.by_job
         for uuid in uuids:
-            old = tasks.pop(uuid, None)
-            job_id = old.get("slurm_job_id") if old is not None else None
-            ids = by_job.get(job_id) if job_id is not None else None
-            if ids is not None:
-                ids.discard(uuid)
-                if not ids:
-                    del by_job[job_id]
+            self._unindex(uuid)
         for marks in (self.listing, self.submits, self.dirty, self.missing, self.unsettled):
             marks.difference_update(uuids)
 
     def drop(self, uuid: str, keep_marks: bool = False) -> None:
-        old = self.tasks.pop(uuid, None)
-        if old is not None and old.get("slurm_job_id") is not None:
-            ids = self.by_job.get(old["slurm_job_id"])
-            if ids is not None:
-                ids.discard(uuid)
-                if not ids:
-                    del self.by_job[old["slurm_job_id"]]
+        self._unindex(uuid)
         self.listing.discard(uuid)
         self.submits.discard(uuid)
         if not keep_marks:
